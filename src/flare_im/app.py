@@ -1,0 +1,171 @@
+"""Composition root: builds backends from URLs, services from backends, and runs both gateways."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from flare_im.api.http import ApiContext, build_api
+from flare_im.backends.message_log.sqlite import SqliteMessageLog
+from flare_im.backends.relational.sqlite import SqliteRelational
+from flare_im.backends.sequencer.memory import MemorySequencer
+from flare_im.backends.sqlite_db import SqliteConfig, SqliteDatabase, parse_sqlite_url
+from flare_im.config import Settings
+from flare_im.gateway.connection import GatewayContext, GatewayLimits
+from flare_im.gateway.hub import Hub
+from flare_im.gateway.server import start_ws_server
+from flare_im.ids import Snowflake, VersionClock
+from flare_im.protocol.codec import Encoding, ServerCodec
+from flare_im.protocol.errors import CloseCode
+from flare_im.services.auth import AuthService, load_or_create_secret
+from flare_im.services.conversations import ConversationService
+from flare_im.services.groups import GroupService
+from flare_im.services.router import IdempotencyCache, MessageRouter
+from flare_im.services.sync import SyncService
+from flare_im.services.users import UserService
+
+log = logging.getLogger("flare")
+
+
+@dataclass(slots=True)
+class Node:
+    """Everything one `flare serve` process runs."""
+
+    settings: Settings
+    databases: list[SqliteDatabase]
+    hub: Hub
+    gateway: GatewayContext
+    api: ApiContext
+    router: MessageRouter
+
+
+async def build_node(settings: Settings) -> Node:
+    data_dir = Path(settings.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    databases: dict[str, SqliteDatabase] = {}
+
+    def sqlite(url: str) -> SqliteDatabase:
+        path = parse_sqlite_url(url)
+        if path not in databases:
+            db = SqliteDatabase(SqliteConfig(path=path, synchronous=settings.sqlite_synchronous.upper()))
+            db.start()
+            databases[path] = db
+        return databases[path]
+
+    if not settings.effective_database_url.startswith("sqlite://"):
+        raise ValueError(f"unsupported database_url {settings.effective_database_url!r} (sqlite:// only so far)")
+    if not settings.effective_message_store_url.startswith("sqlite://"):
+        raise ValueError(f"unsupported message_store_url {settings.effective_message_store_url!r}")
+    relational = SqliteRelational(sqlite(settings.effective_database_url))
+    message_log = SqliteMessageLog(sqlite(settings.effective_message_store_url))
+
+    clock = VersionClock(max(await relational.max_version(), await message_log.max_version()))
+    hub = Hub()
+    conversations = ConversationService(relational, relational)
+    router = MessageRouter(
+        conversations=conversations,
+        memberships=relational,
+        log=message_log,
+        sequencer=MemorySequencer(message_log.max_seq),
+        ids=Snowflake(settings.node_id),
+        clock=clock,
+        fanout=hub,
+        idempotency=IdempotencyCache(window_s=settings.idempotency_window_s,
+                                     max_entries=settings.idempotency_cache_size),
+        max_body_bytes=settings.max_body_bytes,
+    )
+    auth = AuthService(
+        relational,
+        jwt_secret=load_or_create_secret(settings.jwt_secret, data_dir / "jwt.secret"),
+        admin_key=load_or_create_secret(settings.admin_key, data_dir / "admin.key"),
+        access_ttl_s=settings.access_token_ttl_s,
+        refresh_ttl_s=settings.refresh_token_ttl_s,
+    )
+    sync = SyncService(conversations=conversations, memberships=relational, users=relational, groups=relational,
+                       log=message_log, clock=clock, fanout=hub)
+    groups = GroupService(groups=relational, users=relational, conversations=conversations, router=router,
+                          log=message_log, clock=clock)
+    users = UserService(relational, auth, allow_registration=settings.allow_registration)
+    limits = GatewayLimits(
+        max_frame_bytes=settings.max_frame_bytes, auth_timeout_s=settings.auth_timeout_s,
+        rate_per_s=settings.rate_limit_per_s, rate_burst=settings.rate_limit_burst,
+        send_buffer_bytes=settings.send_buffer_bytes, slow_consumer_grace_s=settings.slow_consumer_grace_s,
+        heartbeat_s=settings.heartbeat_s,
+    )
+    gateway = GatewayContext(
+        auth=auth, router=router, sync=sync, hub=hub, limits=limits,
+        json_codec=ServerCodec(Encoding.JSON, max_frame_bytes=settings.max_frame_bytes),
+        msgpack_codec=ServerCodec(Encoding.MSGPACK, max_frame_bytes=settings.max_frame_bytes),
+    )
+    api = ApiContext(auth=auth, users=users, groups=groups, router=router, sync=sync, ws_urls=[settings.ws_url])
+    return Node(settings, list(databases.values()), hub, gateway, api, router)
+
+
+class _ApiServer(uvicorn.Server):
+    """uvicorn inside our loop: signals are ours (graceful shutdown covers both gateways)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    sock = socket.create_server((host, port), reuse_port=False)
+    sock.setblocking(False)
+    return sock
+
+
+async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> int:
+    """Run until SIGINT/SIGTERM; then stop accepting, tell clients to reconnect, flush, return 0."""
+    node = await build_node(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+    ws_server = await start_ws_server(node.gateway, settings.host, settings.ws_port,
+                                      heartbeat_s=settings.heartbeat_s,
+                                      heartbeat_timeout_s=settings.heartbeat_timeout_s)
+    api_sock = _listen(settings.host, settings.api_port)
+    config = uvicorn.Config(build_api(node.api), log_level=settings.log_level.lower(), access_log=False,
+                            lifespan="off", timeout_graceful_shutdown=int(settings.shutdown_grace_s) or 1)
+    api_server = _ApiServer(config)
+    api_task = asyncio.create_task(api_server.serve(sockets=[api_sock]))
+    while not api_server.started and not api_task.done():
+        await asyncio.sleep(0.01)
+    if api_task.done():
+        await api_task  # surfaces the start-up error
+        return 1
+    ws_port = ws_server.sockets[0].getsockname()[1]
+    api_port = api_sock.getsockname()[1]
+    log.info("flare ready: api http://%s:%d  ws ws://%s:%d/v1/ws  data %s", settings.host, api_port,
+             settings.host, ws_port, Path(settings.data_dir).resolve())
+    print(f"flare ready api=http://{settings.host}:{api_port} ws=ws://{settings.host}:{ws_port}/v1/ws",
+          flush=True)
+    if ready is not None:
+        ready.set()
+
+    await stop.wait()
+    log.info("shutting down: %d connections", len(node.hub))
+    node.gateway.accepting = False
+    ws_server.close()
+    in_flight = [t for peer in node.hub.peers() for t in peer.in_flight()]
+    if in_flight:  # let requests already received finish, so their acks reach the clients
+        await asyncio.wait(in_flight, timeout=settings.shutdown_grace_s)
+    told = node.hub.kick_all(CloseCode.SERVER_RESTART, "server restarting", retry_after_ms=1000)
+    api_server.should_exit = True
+    await api_task
+    await node.router.drain()
+    for db in node.databases:
+        await db.close()
+    log.info("stopped (%d clients told to reconnect)", told)
+    return 0

@@ -1,0 +1,113 @@
+"""The relational port: users, groups, memberships and per-user conversation state.
+
+Three small protocols; the embedded (SQLite) and distributed (PostgreSQL) adapters implement all three.
+Every write returns only after it is durable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class AlreadyExists(Exception):
+    """A unique key (user id, username, group id) is taken."""
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    uid: str
+    username: str | None
+    display_name: str
+    avatar: str
+    created_at: int  # epoch ms
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    gid: str
+    name: str
+    avatar: str
+    owner: str
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A user's membership of a conversation and its per-user state there."""
+
+    conv: str
+    uid: str
+    role: str = "member"  # owner | admin | member (direct conversations: member)
+    join_seq: int = 0  # the member reads messages with seq > join_seq
+    read_seq: int = 0
+    delivered_seq: int = 0
+    version: int = 0  # conversation-list version of the last change to this row
+    left: bool = False
+
+
+class UserStore(Protocol):
+    async def create_user(self, user: User, password_hash: str | None) -> None:
+        """Insert a user; raise AlreadyExists if the uid or the username is taken (nothing is written)."""
+        ...
+
+    async def get_user(self, uid: str) -> User | None: ...
+
+    async def get_users(self, uids: Sequence[str]) -> list[User]:
+        """The users that exist among ``uids`` (any order)."""
+        ...
+
+    async def get_credentials(self, username: str) -> tuple[str, str] | None:
+        """``(uid, password_hash)`` of a user that registered with a password."""
+        ...
+
+    async def update_profile(self, uid: str, *, display_name: str | None, avatar: str | None) -> None: ...
+
+    async def put_refresh_token(self, token_hash: str, uid: str, expires_at: int) -> None: ...
+
+    async def take_refresh_token(self, token_hash: str) -> tuple[str, int] | None:
+        """Atomically delete and return ``(uid, expires_at)``: a refresh token is single-use."""
+        ...
+
+
+class GroupStore(Protocol):
+    async def create_group(self, group: Group, members: Sequence[Member]) -> None:
+        """Insert the group and its first members in one transaction; AlreadyExists if the gid is taken."""
+        ...
+
+    async def get_group(self, gid: str) -> Group | None: ...
+
+    async def update_group(self, gid: str, *, name: str | None, avatar: str | None) -> None: ...
+
+
+class MembershipStore(Protocol):
+    async def add_members(self, members: Sequence[Member]) -> None:
+        """Insert or re-activate memberships (a re-join replaces role, join seq, read seq and version)."""
+        ...
+
+    async def set_left(self, conv: str, uid: str, version: int) -> None: ...
+
+    async def set_role(self, conv: str, uid: str, role: str, version: int) -> None: ...
+
+    async def get_member(self, conv: str, uid: str) -> Member | None:
+        """The membership row, including one that has left (``left`` is True)."""
+        ...
+
+    async def list_members(self, conv: str) -> list[Member]:
+        """Current (not left) members, in join order."""
+        ...
+
+    async def list_user_convs(self, uid: str) -> list[Member]:
+        """Every conversation row of ``uid``, left ones included."""
+        ...
+
+    async def advance_read(self, conv: str, uid: str, seq: int, version: int) -> bool:
+        """Set the read seq to ``seq`` if that is larger (never moves back). True if it moved."""
+        ...
+
+    async def advance_delivered(self, conv: str, uid: str, seq: int) -> bool:
+        """Set the delivered seq to ``seq`` if that is larger. True if it moved."""
+        ...
+
+    async def max_version(self) -> int: ...

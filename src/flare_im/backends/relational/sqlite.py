@@ -1,0 +1,214 @@
+"""Relational port on SQLite (embedded): users, groups, memberships, conversation state."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from flare_im.backends.relational.base import AlreadyExists, Group, Member, User
+from flare_im.backends.sqlite_db import SqliteDatabase
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS users (
+        uid TEXT PRIMARY KEY, username TEXT UNIQUE, password_hash TEXT, display_name TEXT NOT NULL,
+        avatar TEXT NOT NULL, created_at INTEGER NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS refresh_tokens (
+        token_hash TEXT PRIMARY KEY, uid TEXT NOT NULL, expires_at INTEGER NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS groups (
+        gid TEXT PRIMARY KEY, name TEXT NOT NULL, avatar TEXT NOT NULL, owner TEXT NOT NULL,
+        created_at INTEGER NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS members (
+        uid TEXT NOT NULL, conv TEXT NOT NULL, role TEXT NOT NULL, join_seq INTEGER NOT NULL,
+        read_seq INTEGER NOT NULL, delivered_seq INTEGER NOT NULL, version INTEGER NOT NULL,
+        left_conv INTEGER NOT NULL DEFAULT 0, joined_order INTEGER NOT NULL,
+        PRIMARY KEY (uid, conv)) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS members_conv ON members (conv, left_conv, joined_order)",
+)
+
+_USER_COLS = "uid, username, display_name, avatar, created_at"
+_MEMBER_COLS = "conv, uid, role, join_seq, read_seq, delivered_seq, version, left_conv"
+
+
+def _user(row: Any) -> User:
+    return User(uid=row[0], username=row[1], display_name=row[2], avatar=row[3], created_at=row[4])
+
+
+def _member(row: Any) -> Member:
+    return Member(
+        conv=row[0], uid=row[1], role=row[2], join_seq=row[3], read_seq=row[4], delivered_seq=row[5],
+        version=row[6], left=bool(row[7]),
+    )
+
+
+def _insert_members(conn: sqlite3.Connection, members: Sequence[Member]) -> None:
+    order = conn.execute("SELECT coalesce(max(joined_order), 0) FROM members").fetchone()[0]
+    rows = [
+        (m.uid, m.conv, m.role, m.join_seq, m.read_seq, m.delivered_seq, m.version, order + i + 1)
+        for i, m in enumerate(members)
+    ]
+    conn.executemany(
+        "INSERT INTO members (uid, conv, role, join_seq, read_seq, delivered_seq, version, left_conv,"
+        " joined_order) VALUES (?,?,?,?,?,?,?,0,?) ON CONFLICT (uid, conv) DO UPDATE SET role = excluded.role,"
+        " join_seq = excluded.join_seq, read_seq = max(read_seq, excluded.read_seq),"
+        " version = excluded.version, left_conv = 0, joined_order = excluded.joined_order",
+        rows,
+    )
+
+
+class SqliteRelational:
+    """Implements UserStore, GroupStore and MembershipStore over one SqliteDatabase."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self._db = db
+        db.migrate(SCHEMA)
+
+    # ---------------------------------------------------------------- users
+
+    async def create_user(self, user: User, password_hash: str | None) -> None:
+        row = (user.uid, user.username, password_hash, user.display_name, user.avatar, user.created_at)
+
+        def op(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute(
+                    "INSERT INTO users (uid, username, password_hash, display_name, avatar, created_at)"
+                    " VALUES (?,?,?,?,?,?)",
+                    row,
+                )
+            except sqlite3.IntegrityError as exc:
+                raise AlreadyExists(str(exc)) from None
+
+        await self._db.write(op)
+
+    async def get_user(self, uid: str) -> User | None:
+        row = self._db.fetchone(f"SELECT {_USER_COLS} FROM users WHERE uid = ?", (uid,))
+        return _user(row) if row else None
+
+    async def get_users(self, uids: Sequence[str]) -> list[User]:
+        out: list[User] = []
+        for i in range(0, len(uids), 500):
+            chunk = list(uids[i:i + 500])
+            marks = ",".join("?" * len(chunk))
+            out += [_user(r) for r in self._db.fetchall(f"SELECT {_USER_COLS} FROM users WHERE uid IN ({marks})", chunk)]
+        return out
+
+    async def get_credentials(self, username: str) -> tuple[str, str] | None:
+        row = self._db.fetchone(
+            "SELECT uid, password_hash FROM users WHERE username = ? AND password_hash IS NOT NULL", (username,)
+        )
+        return (row[0], row[1]) if row else None
+
+    async def update_profile(self, uid: str, *, display_name: str | None, avatar: str | None) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE users SET display_name = coalesce(?, display_name), avatar = coalesce(?, avatar)"
+                " WHERE uid = ?",
+                (display_name, avatar, uid),
+            )
+
+        await self._db.write(op)
+
+    async def put_refresh_token(self, token_hash: str, uid: str, expires_at: int) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO refresh_tokens VALUES (?,?,?)", (token_hash, uid, expires_at))
+
+        await self._db.write(op)
+
+    async def take_refresh_token(self, token_hash: str) -> tuple[str, int] | None:
+        def op(conn: sqlite3.Connection) -> tuple[str, int] | None:
+            row = conn.execute(
+                "DELETE FROM refresh_tokens WHERE token_hash = ? RETURNING uid, expires_at", (token_hash,)
+            ).fetchone()
+            return (row[0], row[1]) if row else None
+
+        result: tuple[str, int] | None = await self._db.write(op)
+        return result
+
+    # ---------------------------------------------------------------- groups
+
+    async def create_group(self, group: Group, members: Sequence[Member]) -> None:
+        row = (group.gid, group.name, group.avatar, group.owner, group.created_at)
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute("SAVEPOINT create_group")
+            try:
+                conn.execute("INSERT INTO groups (gid, name, avatar, owner, created_at) VALUES (?,?,?,?,?)", row)
+                _insert_members(conn, members)
+            except sqlite3.IntegrityError as exc:
+                conn.execute("ROLLBACK TO create_group")
+                raise AlreadyExists(str(exc)) from None
+            finally:
+                conn.execute("RELEASE create_group")
+
+        await self._db.write(op)
+
+    async def get_group(self, gid: str) -> Group | None:
+        row = self._db.fetchone("SELECT gid, name, avatar, owner, created_at FROM groups WHERE gid = ?", (gid,))
+        return Group(gid=row[0], name=row[1], avatar=row[2], owner=row[3], created_at=row[4]) if row else None
+
+    async def update_group(self, gid: str, *, name: str | None, avatar: str | None) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE groups SET name = coalesce(?, name), avatar = coalesce(?, avatar) WHERE gid = ?",
+                (name, avatar, gid),
+            )
+
+        await self._db.write(op)
+
+    # ---------------------------------------------------------------- memberships
+
+    async def add_members(self, members: Sequence[Member]) -> None:
+        members = list(members)
+        await self._db.write(lambda conn: _insert_members(conn, members))
+
+    async def set_left(self, conv: str, uid: str, version: int) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE members SET left_conv = 1, version = ? WHERE uid = ? AND conv = ?", (version, uid, conv)
+            )
+
+        await self._db.write(op)
+
+    async def set_role(self, conv: str, uid: str, role: str, version: int) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE members SET role = ?, version = ? WHERE uid = ? AND conv = ?", (role, version, uid, conv))
+
+        await self._db.write(op)
+
+    async def get_member(self, conv: str, uid: str) -> Member | None:
+        row = self._db.fetchone(f"SELECT {_MEMBER_COLS} FROM members WHERE uid = ? AND conv = ?", (uid, conv))
+        return _member(row) if row else None
+
+    async def list_members(self, conv: str) -> list[Member]:
+        rows = self._db.fetchall(
+            f"SELECT {_MEMBER_COLS} FROM members WHERE conv = ? AND left_conv = 0 ORDER BY joined_order", (conv,)
+        )
+        return [_member(r) for r in rows]
+
+    async def list_user_convs(self, uid: str) -> list[Member]:
+        return [_member(r) for r in self._db.fetchall(f"SELECT {_MEMBER_COLS} FROM members WHERE uid = ?", (uid,))]
+
+    async def advance_read(self, conv: str, uid: str, seq: int, version: int) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE members SET read_seq = ?, version = ? WHERE uid = ? AND conv = ? AND read_seq < ?",
+                (seq, version, uid, conv, seq),
+            )
+            return cur.rowcount > 0
+
+        moved: bool = await self._db.write(op)
+        return moved
+
+    async def advance_delivered(self, conv: str, uid: str, seq: int) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE members SET delivered_seq = ? WHERE uid = ? AND conv = ? AND delivered_seq < ?",
+                (seq, uid, conv, seq),
+            )
+            return cur.rowcount > 0
+
+        moved: bool = await self._db.write(op)
+        return moved
+
+    async def max_version(self) -> int:
+        return int(self._db.fetchone("SELECT coalesce(max(version), 0) FROM members")[0])

@@ -1,0 +1,169 @@
+"""One SQLite database file shared by the embedded adapters: inline reads, group-committed writes.
+
+Reads run on the event-loop thread over their own connection (WAL mode: they see only committed data and
+never wait for the writer). Writes are *operations* (a function given the writer's connection) queued to
+one writer thread, which runs every queued operation in a single transaction and commits once: many
+concurrent sends share one commit (group commit). An operation's future resolves only after COMMIT
+returned, so an awaited write is durable (``synchronous`` = FULL by default: fsync on every commit).
+
+Guarantees: operations run in submission order. An operation that raises fails alone (SQLite rolls
+back only the failing statement); a failed COMMIT fails every operation of that transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+WriteOp = Callable[[sqlite3.Connection], Any]
+
+_STOP = object()
+
+
+@dataclass(frozen=True, slots=True)
+class SqliteConfig:
+    path: str
+    synchronous: str = "FULL"  # FULL: durable across power loss; NORMAL: across process crashes only
+    max_batch: int = 4096  # operations per transaction (group commit bound)
+    busy_timeout_ms: int = 5000
+
+
+def parse_sqlite_url(url: str) -> str:
+    """``sqlite:///relative/path.db`` or ``sqlite:////abs/path.db`` or ``sqlite://:memory:`` -> path."""
+    if not url.startswith("sqlite://"):
+        raise ValueError(f"not a sqlite URL: {url!r}")
+    rest = url[len("sqlite://"):]
+    if rest in (":memory:", "/:memory:"):
+        return ":memory:"
+    if not rest.startswith("/"):
+        raise ValueError(f"sqlite URL must look like sqlite:///path.db, got {url!r}")
+    return rest[1:]
+
+
+class SqliteDatabase:
+    def __init__(self, config: SqliteConfig) -> None:
+        self.config = config
+        path = config.path
+        if path == ":memory:":
+            # Reader and writer must see one database: a shared-cache in-memory URI does that.
+            path = f"file:flare-mem-{id(self)}?mode=memory&cache=shared"
+        else:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._uri = path.startswith("file:")
+        self._path = path
+        self._writer = self._connect()
+        self._writer.execute("PRAGMA journal_mode=WAL")
+        self._writer.execute(f"PRAGMA synchronous={config.synchronous}")
+        self.reader = self._connect()
+        self.reader.execute("PRAGMA query_only=1")
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.commits = 0  # transactions committed (for metrics and tests of group commit)
+        self.ops = 0
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._path, uri=self._uri, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout={self.config.busy_timeout_ms}")
+        return conn
+
+    def migrate(self, statements: Iterable[str]) -> None:
+        """Run schema statements (idempotent DDL) on the writer connection, before start()."""
+        for stmt in statements:
+            self._writer.execute(stmt)
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, name="flare-sqlite-writer", daemon=True)
+        self._thread.start()
+
+    async def close(self) -> None:
+        """Flush queued writes, stop the writer thread, close both connections."""
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+        self._writer.close()
+        self.reader.close()
+
+    def write(self, op: WriteOp) -> asyncio.Future[Any]:
+        """Queue ``op``; the future resolves with its return value once its transaction committed."""
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("SqliteDatabase.start() was not called")
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._queue.put((op, fut))
+        return fut
+
+    # ------------------------------------------------------------- read helpers (event-loop thread)
+
+    def fetchone(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        return self.reader.execute(sql, tuple(params)).fetchone()
+
+    def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        return self.reader.execute(sql, tuple(params)).fetchall()
+
+    # ------------------------------------------------------------- writer thread
+
+    def _run(self) -> None:
+        q = self._queue
+        conn = self._writer
+        stop = False
+        while not stop:
+            batch: list[tuple[WriteOp, asyncio.Future[Any]]] = []
+            item = q.get()
+            while True:
+                if item is _STOP:
+                    stop = True
+                    break
+                batch.append(item)
+                if len(batch) >= self.config.max_batch:
+                    break
+                try:
+                    item = q.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                self._run_batch(conn, batch)
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[tuple[WriteOp, asyncio.Future[Any]]]) -> None:
+        results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for op, fut in batch:
+                try:
+                    results.append((fut, op(conn), None))
+                except Exception as exc:  # one bad operation fails alone
+                    results.append((fut, None, exc))
+            conn.execute("COMMIT")
+            self.commits += 1
+            self.ops += len(batch)
+        except Exception as exc:
+            log.exception("sqlite transaction of %d operations failed", len(batch))
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            results = [(fut, None, exc) for _, fut in batch]
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(_resolve, results)
+
+
+def _resolve(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for fut, value, exc in results:
+        if fut.done():
+            continue
+        if exc is None:
+            fut.set_result(value)
+        else:
+            fut.set_exception(exc)

@@ -1,0 +1,51 @@
+"""The ``flare`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from flare_im.config import Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flare", description="Flare instant-messaging server")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the server (embedded backends by default)")
+    serve.add_argument("--host", help="address to bind (FLARE_HOST, default 127.0.0.1)")
+    serve.add_argument("--api-port", type=int, help="HTTP API port (FLARE_API_PORT, default 8080)")
+    serve.add_argument("--ws-port", type=int, help="WebSocket port (FLARE_WS_PORT, default 8081)")
+    serve.add_argument("--data-dir", help="where embedded data lives (FLARE_DATA_DIR, default ./flare-data)")
+    serve.add_argument("--node-id", type=int, help="0..1023, unique per node (FLARE_NODE_ID, default 0)")
+    serve.add_argument("--log-level", help="DEBUG, INFO, WARNING (FLARE_LOG_LEVEL, default INFO)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        overrides = {k: v for k, v in vars(args).items() if k != "command"}
+        try:
+            settings = Settings.load(overrides)
+        except ValueError as exc:
+            print(f"flare: {exc}", file=sys.stderr)
+            return 2
+        logging.basicConfig(
+            level=settings.log_level.upper(),
+            format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',
+        )
+        from flare_im.app import serve
+
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
+            return asyncio.run(serve(settings))
+        return uvloop.run(serve(settings))
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Settings: one object, from defaults < FLARE_* environment variables < command-line flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    api_port: int = 8080
+    ws_port: int = 8081
+    data_dir: str = "./flare-data"
+    node_id: int = 0  # 0..1023, part of every message id; unique per node
+    # Backends by URL; empty means the embedded default under data_dir.
+    database_url: str = ""
+    message_store_url: str = ""
+    sqlite_synchronous: str = "FULL"
+    # Auth
+    jwt_secret: str = ""  # empty: generated once and kept in data_dir/jwt.secret
+    admin_key: str = ""  # empty: generated once and kept in data_dir/admin.key
+    access_token_ttl_s: int = 3600
+    refresh_token_ttl_s: int = 30 * 24 * 3600
+    allow_registration: bool = True
+    # Message gateway limits
+    public_ws_url: str = ""  # what GET /v1/gateways returns; empty: ws://host:ws_port/v1/ws
+    max_frame_bytes: int = 64 * 1024
+    max_body_bytes: int = 16 * 1024
+    heartbeat_s: float = 25.0  # server pings an idle connection after this long
+    heartbeat_timeout_s: float = 10.0  # and closes it when no pong arrives within this
+    auth_timeout_s: float = 10.0
+    rate_limit_per_s: float = 100.0  # frames per second per connection (token bucket)
+    rate_limit_burst: int = 200
+    send_buffer_bytes: int = 1024 * 1024  # write buffer high-water mark per connection
+    slow_consumer_grace_s: float = 5.0  # how long a connection may stay above the mark
+    idempotency_window_s: int = 300
+    idempotency_cache_size: int = 500_000
+    shutdown_grace_s: float = 5.0
+    log_level: str = "INFO"
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def sqlite_path(self) -> str:
+        return str(Path(self.data_dir) / "flare.db")
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.sqlite_path}"
+
+    @property
+    def effective_message_store_url(self) -> str:
+        return self.message_store_url or self.effective_database_url
+
+    @property
+    def ws_url(self) -> str:
+        return self.public_ws_url or f"ws://{self.host}:{self.ws_port}/v1/ws"
+
+    @classmethod
+    def load(cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+        """Defaults, then ``FLARE_<FIELD>`` environment variables, then ``overrides`` (non-None values)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name == "extra":
+                continue
+            raw = env.get(f"FLARE_{f.name.upper()}")
+            if raw is not None:
+                values[f.name] = _coerce(f, raw)
+        for key, value in (overrides or {}).items():
+            if value is not None:
+                values[key] = value
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if not 0 <= self.node_id <= 1023:
+            raise ValueError("node_id must be in 0..1023")
+        if self.sqlite_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ValueError("sqlite_synchronous must be OFF, NORMAL, FULL or EXTRA")
+        for name in ("api_port", "ws_port"):
+            if not 0 <= getattr(self, name) <= 65535:
+                raise ValueError(f"{name} must be a TCP port")
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _coerce(f: dataclasses.Field[Any], raw: str) -> Any:
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    try:
+        if kind == "bool":
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError:
+        raise ValueError(f"FLARE_{f.name.upper()}={raw!r} is not a valid {kind}") from None
+    return raw

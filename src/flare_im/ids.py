@@ -1,0 +1,68 @@
+"""Identifiers: snowflake message ids and the conversation-list version clock."""
+
+from __future__ import annotations
+
+import time
+
+# 2025-01-01T00:00:00Z: ids stay positive 63-bit integers for ~69 years after it.
+EPOCH_MS = 1_735_689_600_000
+NODE_BITS = 10
+COUNTER_BITS = 12
+MAX_NODE = (1 << NODE_BITS) - 1
+_COUNTER_MASK = (1 << COUNTER_BITS) - 1
+
+
+class Snowflake:
+    """64-bit time-ordered ids: ``ms since EPOCH_MS | node id | counter``.
+
+    Unique per node while the node's clock does not jump back: when it does, or when the 4096 ids of one
+    millisecond run out, the generator keeps counting on its last millisecond rather than reuse an id.
+    """
+
+    def __init__(self, node_id: int) -> None:
+        if not 0 <= node_id <= MAX_NODE:
+            raise ValueError(f"node id must be in 0..{MAX_NODE}")
+        self._node = node_id << COUNTER_BITS
+        self._last_ms = 0
+        self._counter = 0
+
+    def next_id(self) -> int:
+        now = int(time.time() * 1000) - EPOCH_MS
+        if now > self._last_ms:
+            self._last_ms = now
+            self._counter = 0
+        else:
+            self._counter += 1
+            if self._counter > _COUNTER_MASK:
+                self._last_ms += 1
+                self._counter = 0
+        return (self._last_ms << (NODE_BITS + COUNTER_BITS)) | self._node | self._counter
+
+
+def snowflake_ms(message_id: int) -> int:
+    """The epoch-ms timestamp embedded in a snowflake id."""
+    return (message_id >> (NODE_BITS + COUNTER_BITS)) + EPOCH_MS
+
+
+class VersionClock:
+    """Strictly increasing versions (microseconds of wall time, bumped on ties) for conversation lists.
+
+    Seeded from the largest version already stored, so versions keep increasing across restarts even if
+    the wall clock went back.
+    """
+
+    def __init__(self, floor: int = 0) -> None:
+        self._last = floor
+
+    def next(self) -> int:
+        now = time.time_ns() // 1000
+        self._last = now if now > self._last else self._last + 1
+        return self._last
+
+    @property
+    def current(self) -> int:
+        return self._last
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000

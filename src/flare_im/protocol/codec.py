@@ -1,0 +1,79 @@
+"""Sans-I/O codec: bytes in -> typed frames out, frames in -> bytes out. No sockets, no awaits.
+
+Two encodings share one frame model: JSON (WebSocket text frames, the default) and MessagePack
+(binary frames, negotiated at connect time). A codec instance is bound to one encoding and one
+direction: ``ServerCodec`` decodes client frames and encodes server frames; ``ClientCodec`` the reverse.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any, Generic, TypeVar
+
+import msgspec
+
+from flare_im.protocol.errors import ErrorCode, FlareError
+from flare_im.protocol.frames import ClientFrame, ServerFrame
+
+DEFAULT_MAX_FRAME_BYTES = 64 * 1024
+
+
+class Encoding(str, Enum):
+    JSON = "json"
+    MSGPACK = "msgpack"
+
+    @property
+    def binary(self) -> bool:
+        return self is Encoding.MSGPACK
+
+    @classmethod
+    def from_name(cls, name: str) -> Encoding:
+        try:
+            return cls(name.lower())
+        except ValueError:
+            raise FlareError(ErrorCode.BAD_REQUEST, f"unknown encoding {name!r}") from None
+
+
+D = TypeVar("D")
+E = TypeVar("E")
+
+
+class _Codec(Generic[D, E]):
+    def __init__(self, encoding: Encoding, decode_type: Any, *, max_frame_bytes: int) -> None:
+        self.encoding = encoding
+        self.max_frame_bytes = max_frame_bytes
+        if encoding is Encoding.MSGPACK:
+            self._decoder: Any = msgspec.msgpack.Decoder(decode_type)
+            self._encoder: Any = msgspec.msgpack.Encoder()
+        else:
+            self._decoder = msgspec.json.Decoder(decode_type)
+            self._encoder = msgspec.json.Encoder()
+
+    def decode(self, data: bytes | memoryview) -> D:
+        """Decode one frame or raise FlareError (400 malformed/unknown type, 413 too big, 422 invalid)."""
+        if len(data) > self.max_frame_bytes:
+            raise FlareError(ErrorCode.TOO_LARGE, f"frame of {len(data)} bytes exceeds {self.max_frame_bytes}")
+        try:
+            frame: D = self._decoder.decode(data)
+            return frame
+        except msgspec.ValidationError as exc:
+            text = str(exc)
+            if text.endswith("`$.type`") or "missing required field `type`" in text:
+                raise FlareError(ErrorCode.BAD_REQUEST, f"unknown or missing frame type: {text}") from None
+            raise FlareError(ErrorCode.INVALID, text) from None
+        except msgspec.DecodeError as exc:
+            raise FlareError(ErrorCode.BAD_REQUEST, f"malformed {self.encoding.value}: {exc}") from None
+
+    def encode(self, frame: E) -> bytes:
+        data: bytes = self._encoder.encode(frame)
+        return data
+
+
+class ServerCodec(_Codec[ClientFrame, ServerFrame]):
+    def __init__(self, encoding: Encoding = Encoding.JSON, *, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES):
+        super().__init__(encoding, ClientFrame, max_frame_bytes=max_frame_bytes)
+
+
+class ClientCodec(_Codec[ServerFrame, ClientFrame]):
+    def __init__(self, encoding: Encoding = Encoding.JSON, *, max_frame_bytes: int = 16 * 1024 * 1024):
+        super().__init__(encoding, ServerFrame, max_frame_bytes=max_frame_bytes)

@@ -1,0 +1,74 @@
+"""One error tree for the whole server: stable numeric codes, a message, and whether retrying helps.
+
+Codes follow HTTP ranges so the REST API and the WebSocket protocol share them. WebSocket close codes
+used by the server are in the 4000-4999 range reserved for applications (see docs/protocol.md).
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ErrorCode(IntEnum):
+    BAD_REQUEST = 400  # malformed frame or body (not JSON/MessagePack, not an object)
+    UNAUTHORIZED = 401  # missing, invalid or expired token; wrong password
+    FORBIDDEN = 403  # authenticated but not allowed (not a member, forged sender, wrong role)
+    NOT_FOUND = 404  # user, group or conversation does not exist
+    CONFLICT = 409  # resource already exists (username taken, user id taken)
+    TOO_LARGE = 413  # frame or field over its size limit
+    OUT_OF_RANGE = 416  # seq range outside what the conversation holds for this user
+    INVALID = 422  # well-formed but a field is missing, of the wrong type or out of bounds
+    RATE_LIMITED = 429  # per-connection or per-user rate limit; retry after a pause
+    INTERNAL = 500  # unexpected server error; retrying may help
+    UNAVAILABLE = 503  # server shutting down or a backend is unavailable; retry elsewhere/later
+
+
+RETRYABLE = frozenset({ErrorCode.RATE_LIMITED, ErrorCode.INTERNAL, ErrorCode.UNAVAILABLE})
+
+
+class FlareError(Exception):
+    """An error a client can see. Raised by services, turned into an error frame or HTTP reply."""
+
+    def __init__(self, code: ErrorCode, message: str, *, retryable: bool | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retryable = code in RETRYABLE if retryable is None else retryable
+
+    def __repr__(self) -> str:
+        return f"FlareError({self.code.name}, {self.message!r})"
+
+
+def bad_request(message: str) -> FlareError:
+    return FlareError(ErrorCode.BAD_REQUEST, message)
+
+
+def invalid(message: str) -> FlareError:
+    return FlareError(ErrorCode.INVALID, message)
+
+
+def forbidden(message: str) -> FlareError:
+    return FlareError(ErrorCode.FORBIDDEN, message)
+
+
+def not_found(message: str) -> FlareError:
+    return FlareError(ErrorCode.NOT_FOUND, message)
+
+
+def unauthorized(message: str) -> FlareError:
+    return FlareError(ErrorCode.UNAUTHORIZED, message)
+
+
+class CloseCode(IntEnum):
+    """WebSocket close codes the server sends (4000-4999 are the application's range)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    MESSAGE_TOO_BIG = 1009  # a frame over max_frame_size (sent by the transport)
+    AUTH_FAILED = 4001  # authenticate rejected (bad/expired token); do not retry with the same token
+    AUTH_TIMEOUT = 4002  # no authenticate frame within auth_timeout
+    PROTOCOL_VIOLATION = 4003  # first frame was not authenticate, or authenticate sent twice
+    REPLACED = 4004  # the same user+device connected again elsewhere; this connection is stale
+    SLOW_CONSUMER = 4008  # the client did not read its frames fast enough; reconnect and sync
+    RATE_LIMITED = 4029  # kept flooding after rate-limit errors
+    SERVER_RESTART = 4100  # server shutting down; reconnect (after retry_after_ms) and sync

@@ -1,0 +1,202 @@
+"""Wire protocol v1 frames: msgspec Structs in two tagged unions (client -> server, server -> client).
+
+The tag field is ``type``. Every client request carries ``id`` (a client-chosen integer) that the server
+echoes in its reply. docs/protocol.md documents each frame with an example; keep them in step.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+
+PROTOCOL_VERSION = 1
+
+# Field bounds: a value outside them is rejected with error 422 before any service sees it.
+ReqId = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+ConvId = Annotated[str, msgspec.Meta(min_length=3, max_length=160)]
+ClientMsgId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+DeviceId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Seq = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+Kind = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+PageLimit = Annotated[int, msgspec.Meta(ge=1, le=500)]
+
+
+class _Frame(msgspec.Struct, tag_field="type", forbid_unknown_fields=False, omit_defaults=True):
+    pass
+
+
+# ---------------------------------------------------------------- client -> server
+
+
+class Auth(_Frame, tag="auth"):
+    id: ReqId
+    token: Annotated[str, msgspec.Meta(max_length=4096)]
+    device: DeviceId
+    platform: Annotated[str, msgspec.Meta(max_length=32)] = ""
+
+
+class Send(_Frame, tag="send"):
+    id: ReqId
+    conv: ConvId
+    cmid: ClientMsgId  # client message id: the idempotency key together with the sender
+    body: dict[str, Any]
+    kind: Kind = "text"
+
+
+class Delivered(_Frame, tag="delivered"):
+    id: ReqId
+    conv: ConvId
+    seq: Seq
+
+
+class Read(_Frame, tag="read"):
+    id: ReqId
+    conv: ConvId
+    seq: Seq
+
+
+class Sync(_Frame, tag="sync"):
+    """Conversation list changed since ``since`` (a version from an earlier ``convs`` reply; 0 = all)."""
+
+    id: ReqId
+    since: Seq = 0
+    limit: PageLimit = 100
+
+
+class Pull(_Frame, tag="pull"):
+    """Messages of one conversation: ``after`` (exclusive, ascending) or ``before`` (exclusive, newest first
+    page, returned ascending). With neither, the newest page."""
+
+    id: ReqId
+    conv: ConvId
+    after: Seq | None = None
+    before: Seq | None = None
+    limit: PageLimit = 50
+
+
+class Ping(_Frame, tag="ping"):
+    id: ReqId
+
+
+ClientFrame = Auth | Send | Delivered | Read | Sync | Pull | Ping
+
+
+# ---------------------------------------------------------------- server -> client
+
+
+class Message(msgspec.Struct, omit_defaults=True):
+    """A message as stored in the conversation log; pushed in ``msg`` and listed in ``messages``."""
+
+    conv: str
+    seq: int
+    msg_id: str  # 64-bit snowflake as a decimal string (exact in JavaScript)
+    sender: str
+    cmid: str
+    kind: str
+    body: dict[str, Any]
+    ts: int  # server time, epoch milliseconds
+
+
+class ConvSummary(msgspec.Struct, omit_defaults=True):
+    conv: str
+    kind: str  # "direct" | "group"
+    version: int  # the conversation-list version at which this entry last changed
+    max_seq: int
+    read_seq: int
+    unread: int
+    member_count: int
+    name: str = ""
+    avatar: str = ""
+    peer: str = ""  # direct conversations: the other user
+    role: str = ""  # groups: owner | admin | member
+    join_seq: int = 0
+    left: bool = False  # the user left or was removed: no more messages, history no longer readable
+    last: Message | None = None
+
+
+class AuthOk(_Frame, tag="auth_ok"):
+    id: int
+    user: str
+    device: str
+    session: str
+    server_ts: int
+    heartbeat_s: float
+    protocol: int = PROTOCOL_VERSION
+
+
+class Ack(_Frame, tag="ack"):
+    id: int
+    conv: str
+    seq: int
+    msg_id: str
+    ts: int
+    duplicate: bool = False  # True when this answers a retry of an already-stored message
+
+
+class Ok(_Frame, tag="ok"):
+    id: int
+
+
+class Msg(_Frame, tag="msg"):
+    conv: str
+    seq: int
+    msg_id: str
+    sender: str
+    cmid: str
+    kind: str
+    body: dict[str, Any]
+    ts: int
+
+
+class Receipt(_Frame, tag="receipt"):
+    conv: str
+    user: str
+    kind: str  # "read" | "delivered"
+    seq: int
+    device: str = ""
+
+
+class Convs(_Frame, tag="convs"):
+    id: int
+    items: list[ConvSummary]
+    version: int  # pass as ``since`` next time
+    more: bool = False
+
+
+class Messages(_Frame, tag="messages"):
+    id: int
+    conv: str
+    items: list[Message]
+    max_seq: int
+    min_seq: int  # the oldest seq this user may read (join seq + 1)
+    more: bool = False  # more messages exist in the requested direction
+
+
+class Pong(_Frame, tag="pong"):
+    id: int
+    ts: int
+
+
+class Error(_Frame, tag="error"):
+    code: int
+    message: str
+    retryable: bool = False
+    id: int | None = None
+
+
+class Kick(_Frame, tag="kick"):
+    code: int
+    reason: str
+    reconnect: bool = True
+    retry_after_ms: int = 0
+
+
+ServerFrame = AuthOk | Ack | Ok | Msg | Receipt | Convs | Messages | Pong | Error | Kick
+
+
+def msg_from_message(m: Message) -> Msg:
+    return Msg(
+        conv=m.conv, seq=m.seq, msg_id=m.msg_id, sender=m.sender, cmid=m.cmid, kind=m.kind,
+        body=m.body, ts=m.ts,
+    )

@@ -1,0 +1,156 @@
+"""Conversation ids and membership: who may send to and read a conversation, and who receives it.
+
+Membership of every conversation a process has touched is cached in memory (group members with role
+and join seq; direct conversations known to exist), so the send path does no storage read for it.
+Every membership change goes through this service, which keeps the cache in step.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from flare_im.backends.relational.base import Member, MembershipStore, UserStore
+from flare_im.protocol.errors import ErrorCode, FlareError, forbidden, invalid, not_found
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+DIRECT = "direct"
+GROUP = "group"
+
+
+def check_id(value: str, what: str) -> str:
+    if not ID_PATTERN.match(value):
+        raise invalid(f"{what} must be 1-64 characters of A-Z a-z 0-9 _ . @ -")
+    return value
+
+
+def direct_conv(a: str, b: str) -> str:
+    lo, hi = sorted((a, b))
+    return f"d:{lo}:{hi}"
+
+
+def group_conv(gid: str) -> str:
+    return f"g:{gid}"
+
+
+@dataclass(frozen=True, slots=True)
+class ConvRef:
+    conv: str
+    kind: str  # DIRECT | GROUP
+    users: tuple[str, ...] = ()  # direct: the two users
+    gid: str = ""
+
+
+def parse_conv(conv: str) -> ConvRef:
+    """Parse and validate a conversation id; FlareError 422 if it is not one."""
+    parts = conv.split(":")
+    if len(parts) == 3 and parts[0] == "d" and ID_PATTERN.match(parts[1]) and ID_PATTERN.match(parts[2]):
+        if parts[1] >= parts[2]:
+            raise invalid(f"direct conversation id must be d:<a>:<b> with a < b (sorted): {conv!r}")
+        return ConvRef(conv, DIRECT, users=(parts[1], parts[2]))
+    if len(parts) == 2 and parts[0] == "g" and ID_PATTERN.match(parts[1]):
+        return ConvRef(conv, GROUP, gid=parts[1])
+    raise invalid(f"not a conversation id (d:<a>:<b> or g:<gid>): {conv!r}")
+
+
+@dataclass(slots=True)
+class _GroupCache:
+    members: dict[str, Member]  # uid -> member (current members only)
+
+
+class ConversationService:
+    def __init__(self, users: UserStore, memberships: MembershipStore) -> None:
+        self._users = users
+        self._memberships = memberships
+        self._groups: dict[str, _GroupCache] = {}
+        self._direct_known: set[str] = set()
+
+    # ------------------------------------------------------------------ send path
+
+    async def recipients_for_send(self, sender: str, conv: str) -> list[str]:
+        """Users who receive a message ``sender`` sends to ``conv`` (sender included); raises FlareError
+        403 if the sender may not send there, 404 if the peer or the group does not exist."""
+        if conv.startswith("d:"):
+            ref = parse_conv(conv)
+            if sender not in ref.users:
+                raise forbidden("not a member of this conversation")
+            if conv not in self._direct_known:
+                await self._ensure_direct(ref)
+            return list(ref.users)
+        group = await self._group(conv)
+        if sender not in group.members:
+            raise forbidden("not a member of this conversation")
+        return list(group.members)
+
+    async def _ensure_direct(self, ref: ConvRef) -> None:
+        existing = await self._users.get_users(ref.users)
+        if len(existing) != 2:
+            raise not_found("no such user")
+        missing = [u for u in ref.users if await self._memberships.get_member(ref.conv, u) is None]
+        if missing:
+            await self._memberships.add_members([Member(conv=ref.conv, uid=u) for u in missing])
+        self._direct_known.add(ref.conv)
+
+    async def _group(self, conv: str) -> _GroupCache:
+        cached = self._groups.get(conv)
+        if cached is None:
+            parse_conv(conv)
+            members = await self._memberships.list_members(conv)
+            if not members:
+                raise not_found("no such group")
+            cached = self._groups.setdefault(conv, _GroupCache({m.uid: m for m in members}))
+        return cached
+
+    # ------------------------------------------------------------------ reads
+
+    async def member_for_read(self, uid: str, conv: str) -> Member:
+        """The reader's current membership row; FlareError 403 if ``uid`` may not read ``conv``."""
+        ref = parse_conv(conv)
+        if ref.kind == DIRECT and uid not in ref.users:
+            raise forbidden("not a member of this conversation")
+        member = await self._memberships.get_member(conv, uid)
+        if member is None:
+            if ref.kind == DIRECT:
+                # A direct conversation nobody has written to yet: readable, empty.
+                return Member(conv=conv, uid=uid)
+            if await self._memberships.list_members(conv):
+                raise forbidden("not a member of this conversation")
+            raise not_found("no such group")
+        if member.left:
+            raise forbidden("no longer a member of this conversation")
+        return member
+
+    async def members(self, conv: str) -> list[Member]:
+        return list((await self._group(conv)).members.values())
+
+    async def member_count(self, conv: str) -> int:
+        if conv.startswith("d:"):
+            return 2
+        try:
+            return len((await self._group(conv)).members)
+        except FlareError as exc:
+            if exc.code == ErrorCode.NOT_FOUND:
+                return 0
+            raise
+
+    # ------------------------------------------------------------------ membership changes
+
+    async def add_members(self, members: list[Member]) -> None:
+        await self._memberships.add_members(members)
+        for m in members:
+            cached = self._groups.get(m.conv)
+            if cached is not None:
+                cached.members[m.uid] = m
+
+    async def remove_member(self, conv: str, uid: str, version: int) -> None:
+        await self._memberships.set_left(conv, uid, version)
+        cached = self._groups.get(conv)
+        if cached is not None:
+            cached.members.pop(uid, None)
+
+    async def set_role(self, conv: str, uid: str, role: str, version: int) -> None:
+        await self._memberships.set_role(conv, uid, role, version)
+        cached = self._groups.get(conv)
+        if cached is not None and uid in cached.members:
+            old = cached.members[uid]
+            cached.members[uid] = Member(conv=conv, uid=uid, role=role, join_seq=old.join_seq, version=version)

@@ -1,0 +1,192 @@
+"""The send path (DESIGN.md §3): authorise, deduplicate, sequence, append durably, ack, fan out."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+import msgspec
+
+from flare_im.backends.message_log.base import MessageLog
+from flare_im.backends.relational.base import MembershipStore
+from flare_im.backends.sequencer.base import Sequencer
+from flare_im.ids import Snowflake, VersionClock, now_ms
+from flare_im.protocol.errors import ErrorCode, FlareError, invalid
+from flare_im.protocol.frames import Message, Receipt
+from flare_im.services.conversations import ConversationService
+
+log = logging.getLogger(__name__)
+
+SYSTEM_KIND = "system"
+_body_size = msgspec.json.Encoder().encode
+
+
+class Fanout(Protocol):
+    """Delivers frames to the online devices of users (the gateway hub, or the node bus in a cluster).
+
+    At-most-once: a device that misses a frame finds the gap by seq and pulls it."""
+
+    def deliver_message(self, uids: Iterable[str], message: Message, *, skip: tuple[str, str] | None) -> None:
+        """Push ``message`` to every online device of ``uids`` except ``skip`` = (user, device)."""
+        ...
+
+    def deliver_receipt(self, uids: Iterable[str], receipt: Receipt, *, skip: tuple[str, str] | None) -> None: ...
+
+
+class IdempotencyCache:
+    """``(sender, client message id)`` -> the stored message (or the future of one being stored).
+
+    Holds the keys of this process's sends for ``window_s`` seconds, at most ``max_entries``. While it is
+    known to hold every key of the window (the process has been up for the window and nothing younger
+    than the window was evicted), a miss is authoritative; otherwise the router asks the log.
+    """
+
+    def __init__(self, *, window_s: int, max_entries: int) -> None:
+        self._window_s = window_s
+        self._max = max_entries
+        self._entries: OrderedDict[tuple[str, str], tuple[float, Message | asyncio.Future[Message]]] = OrderedDict()
+        self._complete_since = time.monotonic()  # every key stored after this instant is (still) here
+
+    def get(self, key: tuple[str, str]) -> Message | asyncio.Future[Message] | None:
+        hit = self._entries.get(key)
+        return None if hit is None else hit[1]
+
+    def put(self, key: tuple[str, str], value: Message | asyncio.Future[Message]) -> None:
+        now = time.monotonic()
+        entries = self._entries
+        entries[key] = (now, value)
+        entries.move_to_end(key)
+        cutoff = now - self._window_s
+        while entries:
+            oldest_key, (ts, _) = next(iter(entries.items()))
+            if ts >= cutoff and len(entries) <= self._max:
+                break
+            del entries[oldest_key]
+            if ts >= cutoff:  # evicted for space while still inside the window
+                self._complete_since = max(self._complete_since, ts)
+
+    def discard(self, key: tuple[str, str]) -> None:
+        self._entries.pop(key, None)
+
+    def miss_is_authoritative(self) -> bool:
+        return time.monotonic() - self._complete_since >= self._window_s
+
+
+class MessageRouter:
+    def __init__(
+        self,
+        *,
+        conversations: ConversationService,
+        memberships: MembershipStore,
+        log: MessageLog,
+        sequencer: Sequencer,
+        ids: Snowflake,
+        clock: VersionClock,
+        fanout: Fanout,
+        idempotency: IdempotencyCache,
+        max_body_bytes: int,
+    ) -> None:
+        self._conversations = conversations
+        self._memberships = memberships
+        self._log = log
+        self._sequencer = sequencer
+        self._ids = ids
+        self._clock = clock
+        self._fanout = fanout
+        self._idempotency = idempotency
+        self._max_body_bytes = max_body_bytes
+        self._background: set[asyncio.Future[Any]] = set()
+
+    async def send(
+        self, sender: str, conv: str, cmid: str, kind: str, body: dict[str, Any], *, device: str = ""
+    ) -> tuple[Message, bool]:
+        """Store and fan out one message; returns it with ``True`` when this was a retry of an already
+        stored one (then nothing new is stored or pushed). Returns only once the message is durable."""
+        key = (sender, cmid)
+        known = self._idempotency.get(key)
+        if known is not None:
+            if isinstance(known, asyncio.Future):
+                return await asyncio.shield(known), True
+            return known, True
+        self._validate(kind, body)
+        recipients = await self._conversations.recipients_for_send(sender, conv)
+        if not self._idempotency.miss_is_authoritative():
+            stored = await self._log.find_by_client_id(sender, cmid)
+            if stored is not None:
+                self._idempotency.put(key, stored)
+                return stored, True
+            known = self._idempotency.get(key)  # a concurrent retry may have started meanwhile
+            if known is not None:
+                return (await asyncio.shield(known) if isinstance(known, asyncio.Future) else known), True
+        message = await self._append(sender, conv, cmid, kind, body, key)
+        self._after_append(message, recipients, (sender, device) if device else None)
+        return message, False
+
+    async def send_system(self, actor: str, conv: str, body: dict[str, Any], recipients: Iterable[str]) -> Message:
+        """Append a system notice (membership change, rename) to ``conv`` and push it to ``recipients``."""
+        cmid = f"sys-{uuid.uuid4().hex}"
+        message = await self._append(actor, conv, cmid, SYSTEM_KIND, body, (actor, cmid))
+        self._fanout.deliver_message(recipients, message, skip=None)
+        return message
+
+    async def _append(
+        self, sender: str, conv: str, cmid: str, kind: str, body: dict[str, Any], key: tuple[str, str]
+    ) -> Message:
+        pending: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._idempotency.put(key, pending)
+        try:
+            seq = await self._sequencer.next_seq(conv)
+            message = Message(
+                conv=conv, seq=seq, msg_id=str(self._ids.next_id()), sender=sender, cmid=cmid, kind=kind,
+                body=body, ts=now_ms(),
+            )
+            # No await between taking the version and queueing the append: versions commit in order.
+            await self._log.append(message, self._clock.next())
+        except BaseException as exc:
+            self._sequencer.forget(conv)
+            self._idempotency.discard(key)
+            error = exc if isinstance(exc, FlareError) else FlareError(ErrorCode.INTERNAL, "message not stored")
+            pending.set_exception(error)
+            pending.exception()  # a retry may never await it: mark it retrieved
+            if isinstance(exc, FlareError | asyncio.CancelledError):
+                raise
+            log.exception("append to %s failed", conv)
+            raise error from exc
+        self._idempotency.put(key, message)
+        pending.set_result(message)
+        return message
+
+    def _after_append(self, message: Message, recipients: list[str], skip: tuple[str, str] | None) -> None:
+        # The sender has read its own message; not awaited (the ack does not wait for it).
+        self._spawn(self._memberships.advance_read(message.conv, message.sender, message.seq, self._clock.next()))
+        self._fanout.deliver_message(recipients, message, skip=skip)
+
+    def _spawn(self, aw: Any) -> None:
+        fut = asyncio.ensure_future(aw)
+        self._background.add(fut)
+        fut.add_done_callback(self._background_done)
+
+    def _background_done(self, fut: asyncio.Future[Any]) -> None:
+        self._background.discard(fut)
+        if not fut.cancelled() and fut.exception() is not None:
+            log.error("background write failed: %r", fut.exception())
+
+    async def drain(self) -> None:
+        """Wait for background writes (shutdown)."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    def _validate(self, kind: str, body: dict[str, Any]) -> None:
+        if kind == SYSTEM_KIND:
+            raise invalid("kind 'system' is reserved for the server")
+        if kind == "text":
+            text = body.get("text")
+            if not isinstance(text, str) or not text:
+                raise invalid("a text message needs body.text, a non-empty string")
+        if len(_body_size(body)) > self._max_body_bytes:
+            raise FlareError(ErrorCode.TOO_LARGE, f"message body exceeds {self._max_body_bytes} bytes")

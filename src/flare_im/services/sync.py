@@ -1,0 +1,164 @@
+"""Sync (DESIGN.md §4): the conversation list by version, message pages by seq, read/delivered receipts.
+
+The list version of a conversation for a user is the larger of the version of its last message (the
+log's head) and the version of the user's own row (read seq, membership, role). Both are taken from one
+clock right before the write is queued to the single writer, so committed versions only grow and a
+client that passes back the largest version it saw misses nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flare_im.backends.message_log.base import MessageLog
+from flare_im.backends.relational.base import GroupStore, Member, MembershipStore, UserStore
+from flare_im.ids import VersionClock
+from flare_im.protocol.errors import ErrorCode, FlareError, invalid
+from flare_im.protocol.frames import ConvSummary, Message, Receipt
+from flare_im.services.conversations import DIRECT, GROUP, ConversationService, parse_conv
+from flare_im.services.router import Fanout
+
+
+@dataclass(frozen=True, slots=True)
+class ConvPage:
+    items: list[ConvSummary]
+    version: int
+    more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MessagePage:
+    conv: str
+    items: list[Message]
+    max_seq: int
+    min_seq: int
+    more: bool
+
+
+def out_of_range(message: str) -> FlareError:
+    return FlareError(ErrorCode.OUT_OF_RANGE, message)
+
+
+class SyncService:
+    def __init__(
+        self,
+        *,
+        conversations: ConversationService,
+        memberships: MembershipStore,
+        users: UserStore,
+        groups: GroupStore,
+        log: MessageLog,
+        clock: VersionClock,
+        fanout: Fanout,
+    ) -> None:
+        self._conversations = conversations
+        self._memberships = memberships
+        self._users = users
+        self._groups = groups
+        self._log = log
+        self._clock = clock
+        self._fanout = fanout
+
+    async def conversations(self, uid: str, *, since: int, limit: int) -> ConvPage:
+        rows = await self._memberships.list_user_convs(uid)
+        heads = await self._log.heads([m.conv for m in rows])
+        changed: list[tuple[int, Member]] = []
+        for m in rows:
+            head = heads.get(m.conv)
+            version = max(m.version, head.version if head else 0)
+            if version > since:
+                changed.append((version, m))
+        changed.sort(key=lambda vm: vm[0])
+        page = changed[:limit]
+        peer_ids = [_peer(m.conv, uid) for _, m in page if m.conv.startswith("d:")]
+        peers = {u.uid: u for u in await self._users.get_users(peer_ids)}
+        items: list[ConvSummary] = []
+        for version, m in page:
+            head = heads.get(m.conv)
+            max_seq = head.max_seq if head else 0
+            read_seq = max(m.read_seq, m.join_seq)
+            summary = ConvSummary(
+                conv=m.conv,
+                kind=DIRECT if m.conv.startswith("d:") else GROUP,
+                version=version,
+                max_seq=max_seq,
+                read_seq=read_seq,
+                unread=0 if m.left else max(0, max_seq - read_seq),
+                member_count=await self._conversations.member_count(m.conv),
+                join_seq=m.join_seq,
+                last=head.last if head and head.last and head.last.seq > m.join_seq else None,
+                left=m.left,
+            )
+            peer = _peer(m.conv, uid)
+            if peer:
+                user = peers.get(peer)
+                summary.peer = peer
+                summary.name = user.display_name if user else peer
+                summary.avatar = user.avatar if user else ""
+            else:
+                group = await self._groups.get_group(m.conv[2:])
+                summary.role = m.role
+                if group is not None:
+                    summary.name, summary.avatar = group.name, group.avatar
+            items.append(summary)
+        version = page[-1][0] if page else since
+        return ConvPage(items=items, version=version, more=len(changed) > limit)
+
+    async def messages(
+        self, uid: str, conv: str, *, after: int | None, before: int | None, limit: int
+    ) -> MessagePage:
+        member = await self._conversations.member_for_read(uid, conv)
+        max_seq = await self._log.max_seq(conv)
+        floor = member.join_seq  # the member reads seq > join_seq
+        if after is not None and after > max_seq:
+            raise out_of_range(f"after={after} is beyond the conversation's max seq {max_seq}")
+        if before is not None and before > max_seq + 1:
+            raise out_of_range(f"before={before} is beyond the conversation's max seq {max_seq} + 1")
+        if after is not None and before is not None and after >= before:
+            raise invalid("after must be smaller than before")
+        hi = before if before is not None else max_seq + 1
+        if after is not None:
+            items = await self._log.range(conv, after=max(after, floor), before=hi, limit=limit, newest=False)
+            more = len(items) == limit and items[-1].seq < hi - 1
+        else:
+            items = await self._log.range(conv, after=floor, before=hi, limit=limit, newest=True)
+            more = len(items) == limit and items[0].seq > floor + 1
+        return MessagePage(conv=conv, items=items, max_seq=max_seq, min_seq=floor + 1, more=more)
+
+    async def mark_read(self, uid: str, device: str, conv: str, seq: int) -> bool:
+        """Advance the user's read seq (never back); tell the user's other devices and, in a direct
+        conversation, the peer. Returns once durable; False if it was already at or past ``seq``."""
+        await self._conversations.member_for_read(uid, conv)
+        max_seq = await self._log.max_seq(conv)
+        if seq > max_seq:
+            raise out_of_range(f"seq {seq} is beyond the conversation's max seq {max_seq}")
+        moved = await self._memberships.advance_read(conv, uid, seq, self._clock.next())
+        if moved:
+            self._notify(uid, device, conv, seq, "read")
+        return moved
+
+    async def mark_delivered(self, uid: str, device: str, conv: str, seq: int) -> bool:
+        await self._conversations.member_for_read(uid, conv)
+        max_seq = await self._log.max_seq(conv)
+        if seq > max_seq:
+            raise out_of_range(f"seq {seq} is beyond the conversation's max seq {max_seq}")
+        moved = await self._memberships.advance_delivered(conv, uid, seq)
+        if moved:
+            self._notify(uid, device, conv, seq, "delivered")
+        return moved
+
+    def _notify(self, uid: str, device: str, conv: str, seq: int, kind: str) -> None:
+        receipt = Receipt(conv=conv, user=uid, kind=kind, seq=seq, device=device)
+        targets = [uid] if kind == "read" else []
+        peer = _peer(conv, uid)
+        if peer:
+            targets.append(peer)
+        if targets:
+            self._fanout.deliver_receipt(targets, receipt, skip=(uid, device) if device else None)
+
+
+def _peer(conv: str, uid: str) -> str:
+    if not conv.startswith("d:"):
+        return ""
+    users = parse_conv(conv).users
+    return users[1] if users[0] == uid else users[0]
