@@ -37,6 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             level=settings.log_level.upper(),
             format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',
         )
+        logging.getLogger("picows").setLevel(max(logging.WARNING, logging.getLogger().level))
         from flare_im.app import serve
 
         try:

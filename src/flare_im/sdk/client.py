@@ -1,0 +1,397 @@
+"""Async Python client for Flare's WebSocket protocol (docs/protocol.md), on picows.
+
+What it does for an application:
+- connects, authenticates, and (by default) reconnects with backoff, then catches up by sync + pull;
+- ``send`` retries on timeout, reconnect and retryable errors with the *same* client message id, so a
+  message is stored once however often it is retried;
+- ``messages()`` yields other users' (and this user's other devices') messages once each, in seq order
+  per conversation: duplicates are dropped by seq, and a push whose seq is ahead of what this client has
+  triggers a pull of the gap before anything after the gap is yielded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+
+from flare_im.protocol.codec import ClientCodec, Encoding
+from flare_im.protocol.errors import CloseCode, ErrorCode, FlareError
+from flare_im.protocol.frames import (
+    Ack,
+    Auth,
+    AuthOk,
+    ClientFrame,
+    Convs,
+    ConvSummary,
+    Delivered,
+    Error,
+    Kick,
+    Message,
+    Messages,
+    Msg,
+    Ok,
+    Ping,
+    Pong,
+    Pull,
+    Read,
+    Receipt,
+    Send,
+    ServerFrame,
+    Sync,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Disconnected(ConnectionError):
+    """The connection closed before the reply arrived."""
+
+
+@dataclass(slots=True)
+class _ConvState:
+    contiguous: int = 0  # every seq <= this has been seen (yielded, or sent by this client)
+    ahead: dict[int, Message | None] = field(default_factory=dict)  # seen seqs > contiguous (None: own)
+    pulling: bool = False
+
+
+class _Listener(WSListener):  # type: ignore[misc]
+    def __init__(self, client: FlareClient) -> None:
+        self._client = client
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type in (WSMsgType.TEXT, WSMsgType.BINARY):
+            self._client._on_data(frame.get_payload_as_bytes())
+        elif frame.msg_type is WSMsgType.CLOSE:
+            self._client.last_close_code = int(frame.get_close_code())
+            transport.send_close(frame.get_close_code())
+            transport.disconnect()
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self._client._on_disconnected()
+
+
+class FlareClient:
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        device: str,
+        *,
+        encoding: Encoding = Encoding.JSON,
+        request_timeout: float = 10.0,
+        reconnect: bool = True,
+        max_backoff: float = 5.0,
+        platform: str = "python",
+    ) -> None:
+        self.url = url
+        self.token = token
+        self.device = device
+        self.encoding = encoding
+        self.request_timeout = request_timeout
+        self.reconnect = reconnect
+        self._max_backoff = max_backoff
+        self._platform = platform
+        self._codec = ClientCodec(encoding)
+        self._msg_type = WSMsgType.BINARY if encoding.binary else WSMsgType.TEXT
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[ServerFrame]] = {}
+        self._transport: WSTransport | None = None
+        self._connected = asyncio.Event()
+        self._closing = False
+        self._reconnect_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._inbox: asyncio.Queue[Message] = asyncio.Queue()
+        self._receipts: asyncio.Queue[Receipt] = asyncio.Queue()
+        self._convs: dict[str, _ConvState] = {}
+        self.user = ""
+        self.session = ""
+        self.version = 0  # conversation-list version of the last sync
+        self.last_close_code: int | None = None
+        self.last_kick: Kick | None = None
+        self.reconnects = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def connect(self) -> AuthOk:
+        ok = await self._open()
+        return ok
+
+    async def _open(self) -> AuthOk:
+        headers = {"Sec-WebSocket-Protocol": f"flare.v1.{self.encoding.value}"}
+        transport, _ = await ws_connect(lambda: _Listener(self), self.url, extra_headers=headers,
+                                        enable_auto_ping=False, max_frame_size=64 * 1024 * 1024)
+        self._transport = transport
+        self.last_close_code = None
+        reply = await self._request(Auth(id=next(self._ids), token=self.token, device=self.device,
+                                         platform=self._platform), require_connected=False)
+        if not isinstance(reply, AuthOk):  # pragma: no cover - the server sends auth_ok or error
+            raise FlareError(ErrorCode.INTERNAL, f"unexpected reply to auth: {reply!r}")
+        self.user, self.session = reply.user, reply.session
+        self._connected.set()
+        return reply
+
+    async def close(self) -> None:
+        """Close for good (no reconnect); pending requests fail with Disconnected."""
+        self._closing = True
+        if self._reconnect_task is not None:
+            self._reconnect_task.cancel()
+        transport = self._transport
+        if transport is not None and not transport.is_disconnected:
+            transport.send_close(WSCloseCode.OK)
+            transport.disconnect()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(transport.wait_disconnected(), 5)
+        for task in list(self._tasks):
+            task.cancel()
+        self._fail_pending()
+
+    async def __aenter__(self) -> FlareClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def drop_connection(self) -> None:
+        """Cut the socket without a close handshake (tests: simulate a network failure)."""
+        if self._transport is not None:
+            self._transport.disconnect(graceful=False)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        await asyncio.wait_for(self._connected.wait(), timeout)
+
+    def _on_disconnected(self) -> None:
+        self._connected.clear()
+        self._transport = None
+        self._fail_pending()
+        kick = self.last_kick
+        if self._closing or not self.reconnect or (kick is not None and not kick.reconnect):
+            return
+        if self.last_close_code in (CloseCode.AUTH_FAILED, CloseCode.REPLACED):
+            return
+        if self._reconnect_task is None or self._reconnect_task.done():
+            self._reconnect_task = asyncio.ensure_future(self._reconnect_loop())
+
+    async def _reconnect_loop(self) -> None:
+        delay = (self.last_kick.retry_after_ms / 1000) if self.last_kick else 0.05
+        self.last_kick = None
+        while not self._closing:
+            await asyncio.sleep(delay + random.uniform(0, delay / 2))
+            try:
+                await self._open()
+            except Exception as exc:
+                log.debug("reconnect failed: %r", exc)
+                delay = min(max(delay * 2, 0.1), self._max_backoff)
+                continue
+            self.reconnects += 1
+            try:
+                await self.catch_up()
+            except Exception as exc:
+                log.debug("catch-up after reconnect failed: %r", exc)
+            return
+
+    def _fail_pending(self) -> None:
+        pending, self._pending = self._pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(Disconnected("connection closed"))
+
+    # ------------------------------------------------------------------ requests
+
+    async def _request(self, frame: ClientFrame, *, require_connected: bool = True,
+                       timeout: float | None = None) -> ServerFrame:
+        if require_connected:
+            await asyncio.wait_for(self._connected.wait(), timeout or self.request_timeout)
+        transport = self._transport
+        if transport is None:
+            raise Disconnected("not connected")
+        fut: asyncio.Future[ServerFrame] = asyncio.get_running_loop().create_future()
+        req_id: int = frame.id
+        self._pending[req_id] = fut
+        transport.send(self._msg_type, self._codec.encode(frame))
+        try:
+            reply = await asyncio.wait_for(fut, timeout or self.request_timeout)
+        finally:
+            self._pending.pop(req_id, None)
+        if isinstance(reply, Error):
+            raise FlareError(ErrorCode(reply.code), reply.message, retryable=reply.retryable)
+        return reply
+
+    async def send(self, conv: str, text: str | None = None, *, body: dict[str, Any] | None = None,
+                   kind: str = "text", cmid: str | None = None, attempts: int = 8) -> Ack:
+        """Send a message and return the server's ack (stored durably). Retries with the same client
+        message id on timeouts, disconnects and retryable errors."""
+        if body is None:
+            body = {"text": text or ""}
+        cmid = cmid or uuid.uuid4().hex
+        delay = 0.05
+        for attempt in range(attempts):
+            try:
+                reply = await self._request(Send(id=next(self._ids), conv=conv, cmid=cmid, body=body, kind=kind))
+            except (TimeoutError, Disconnected) as exc:
+                if attempt == attempts - 1:
+                    raise
+                log.debug("send %s retry after %r", cmid, exc)
+            except FlareError as exc:
+                if not exc.retryable or attempt == attempts - 1:
+                    raise
+            else:
+                assert isinstance(reply, Ack)
+                self._seen(conv, reply.seq, None)
+                return reply
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._max_backoff)
+        raise AssertionError("unreachable")
+
+    async def read(self, conv: str, seq: int) -> None:
+        reply = await self._request(Read(id=next(self._ids), conv=conv, seq=seq))
+        assert isinstance(reply, Ok)
+
+    async def delivered(self, conv: str, seq: int) -> None:
+        reply = await self._request(Delivered(id=next(self._ids), conv=conv, seq=seq))
+        assert isinstance(reply, Ok)
+
+    async def ping(self) -> int:
+        reply = await self._request(Ping(id=next(self._ids)))
+        assert isinstance(reply, Pong)
+        return reply.ts
+
+    async def sync(self, since: int | None = None, *, page: int = 100) -> list[ConvSummary]:
+        """Every conversation changed since ``since`` (default: the last sync), following pages."""
+        version = self.version if since is None else since
+        out: list[ConvSummary] = []
+        while True:
+            reply = await self._request(Sync(id=next(self._ids), since=version, limit=page))
+            assert isinstance(reply, Convs)
+            out += reply.items
+            version = max(version, reply.version)
+            if not reply.more:
+                break
+        self.version = max(self.version, version)
+        return out
+
+    async def pull(self, conv: str, *, after: int | None = None, before: int | None = None,
+                   limit: int = 50) -> Messages:
+        reply = await self._request(Pull(id=next(self._ids), conv=conv, after=after, before=before, limit=limit))
+        assert isinstance(reply, Messages)
+        return reply
+
+    async def history(self, conv: str, *, after: int = 0, page: int = 200) -> list[Message]:
+        """Every message of ``conv`` this user may read with seq > ``after``, ascending."""
+        out: list[Message] = []
+        while True:
+            reply = await self.pull(conv, after=after, limit=page)
+            out += reply.items
+            if not reply.more or not reply.items:
+                return out
+            after = reply.items[-1].seq
+
+    async def catch_up(self) -> list[ConvSummary]:
+        """Sync the conversation list and pull every conversation this client is behind on; the
+        pulled messages are yielded by ``messages()``."""
+        changed = await self.sync()
+        for summary in changed:
+            state = self._convs.setdefault(summary.conv, _ConvState())
+            if summary.left:
+                continue
+            if summary.max_seq > state.contiguous:
+                await self._fill(summary.conv)
+        return changed
+
+    def local_max_seq(self, conv: str) -> int:
+        return self._convs[conv].contiguous if conv in self._convs else 0
+
+    # ------------------------------------------------------------------ incoming
+
+    async def messages(self) -> AsyncIterator[Message]:
+        while True:
+            yield await self._inbox.get()
+
+    async def next_message(self, timeout: float = 10.0) -> Message:
+        return await asyncio.wait_for(self._inbox.get(), timeout)
+
+    async def next_receipt(self, timeout: float = 10.0) -> Receipt:
+        return await asyncio.wait_for(self._receipts.get(), timeout)
+
+    def pending_messages(self) -> int:
+        return self._inbox.qsize()
+
+    def _on_data(self, data: bytes) -> None:
+        try:
+            frame = self._codec.decode(data)
+        except FlareError as exc:
+            log.warning("undecodable frame from server: %s", exc)
+            return
+        if isinstance(frame, Msg):
+            self._seen(frame.conv, frame.seq, Message(
+                conv=frame.conv, seq=frame.seq, msg_id=frame.msg_id, sender=frame.sender, cmid=frame.cmid,
+                kind=frame.kind, body=frame.body, ts=frame.ts))
+        elif isinstance(frame, Receipt):
+            self._receipts.put_nowait(frame)
+        elif isinstance(frame, Kick):
+            self.last_kick = frame
+        else:
+            req_id = getattr(frame, "id", None)
+            fut = self._pending.get(req_id) if req_id is not None else None
+            if fut is not None and not fut.done():
+                fut.set_result(frame)
+            elif isinstance(frame, Error):
+                log.warning("server error without a pending request: %s %s", frame.code, frame.message)
+
+    def _seen(self, conv: str, seq: int, message: Message | None) -> None:
+        state = self._convs.setdefault(conv, _ConvState())
+        if seq <= state.contiguous or seq in state.ahead:
+            return  # duplicate
+        state.ahead[seq] = message
+        self._advance(state)
+        if state.ahead and not state.pulling:
+            state.pulling = True
+            self._spawn(self._fill(conv))
+
+    def _advance(self, state: _ConvState) -> None:
+        while state.contiguous + 1 in state.ahead:
+            state.contiguous += 1
+            message = state.ahead.pop(state.contiguous)
+            if message is not None:
+                self._inbox.put_nowait(message)
+
+    async def _fill(self, conv: str) -> None:
+        """Pull from the first missing seq until the gap is closed (or the server has nothing newer)."""
+        state = self._convs.setdefault(conv, _ConvState())
+        state.pulling = True
+        try:
+            while True:
+                reply = await self.pull(conv, after=state.contiguous, limit=200)
+                if reply.items and reply.items[0].seq > state.contiguous + 1:
+                    state.contiguous = reply.items[0].seq - 1  # below min_seq: not readable by this user
+                for m in reply.items:
+                    if m.seq > state.contiguous and m.seq not in state.ahead:
+                        state.ahead[m.seq] = m
+                self._advance(state)
+                if not reply.items or (not reply.more and not state.ahead):
+                    return
+        finally:
+            state.pulling = False
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("background pull failed: %r", task.exception())
