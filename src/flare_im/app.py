@@ -164,7 +164,6 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> in
     told = node.hub.kick_all(CloseCode.SERVER_RESTART, "server restarting", retry_after_ms=1000)
     api_server.should_exit = True
     await api_task
-    await node.router.drain()
     for db in node.databases:
         await db.close()
     log.info("stopped (%d clients told to reconnect)", told)

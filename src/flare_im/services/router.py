@@ -100,7 +100,6 @@ class MessageRouter:
         self._fanout = fanout
         self._idempotency = idempotency
         self._max_body_bytes = max_body_bytes
-        self._background: set[asyncio.Future[Any]] = set()
 
     async def send(
         self, sender: str, conv: str, cmid: str, kind: str, body: dict[str, Any], *, device: str = ""
@@ -123,8 +122,8 @@ class MessageRouter:
             known = self._idempotency.get(key)  # a concurrent retry may have started meanwhile
             if known is not None:
                 return (await asyncio.shield(known) if isinstance(known, asyncio.Future) else known), True
-        message = await self._append(sender, conv, cmid, kind, body, key)
-        self._after_append(message, recipients, (sender, device) if device else None)
+        message = await self._append(sender, conv, cmid, kind, body, key, mark_read=True)
+        self._fanout.deliver_message(recipients, message, skip=(sender, device) if device else None)
         return message, False
 
     async def send_system(self, actor: str, conv: str, body: dict[str, Any], recipients: Iterable[str]) -> Message:
@@ -135,10 +134,12 @@ class MessageRouter:
         return message
 
     async def _append(
-        self, sender: str, conv: str, cmid: str, kind: str, body: dict[str, Any], key: tuple[str, str]
+        self, sender: str, conv: str, cmid: str, kind: str, body: dict[str, Any], key: tuple[str, str],
+        *, mark_read: bool = False,
     ) -> Message:
         pending: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._idempotency.put(key, pending)
+        read: asyncio.Future[None] | None = None
         try:
             seq = await self._sequencer.next_seq(conv)
             message = Message(
@@ -146,8 +147,14 @@ class MessageRouter:
                 body=body, ts=now_ms(),
             )
             # No await between taking the version and queueing the append: versions commit in order.
-            await self._log.append(message, self._clock.next())
+            appended = self._log.append(message, self._clock.next())
+            # The sender has read its own message. Queued right behind the append (usually the same
+            # commit), and awaited, so the sender's conversation list is right as soon as it has the ack.
+            read = asyncio.ensure_future(self._advance_own_read(message)) if mark_read else None
+            await appended
         except BaseException as exc:
+            if read is not None:
+                read.cancel()
             self._sequencer.forget(conv)
             self._idempotency.discard(key)
             error = exc if isinstance(exc, FlareError) else FlareError(ErrorCode.INTERNAL, "message not stored")
@@ -159,27 +166,15 @@ class MessageRouter:
             raise error from exc
         self._idempotency.put(key, message)
         pending.set_result(message)
+        if read is not None:
+            await read
         return message
 
-    def _after_append(self, message: Message, recipients: list[str], skip: tuple[str, str] | None) -> None:
-        # The sender has read its own message; not awaited (the ack does not wait for it).
-        self._spawn(self._memberships.advance_read(message.conv, message.sender, message.seq, self._clock.next()))
-        self._fanout.deliver_message(recipients, message, skip=skip)
-
-    def _spawn(self, aw: Any) -> None:
-        fut = asyncio.ensure_future(aw)
-        self._background.add(fut)
-        fut.add_done_callback(self._background_done)
-
-    def _background_done(self, fut: asyncio.Future[Any]) -> None:
-        self._background.discard(fut)
-        if not fut.cancelled() and fut.exception() is not None:
-            log.error("background write failed: %r", fut.exception())
-
-    async def drain(self) -> None:
-        """Wait for background writes (shutdown)."""
-        while self._background:
-            await asyncio.gather(*list(self._background), return_exceptions=True)
+    async def _advance_own_read(self, message: Message) -> None:
+        try:
+            await self._memberships.advance_read(message.conv, message.sender, message.seq, self._clock.next())
+        except Exception:  # the message is stored; a stale read seq only shows as unread
+            log.exception("advancing the read seq of %s in %s failed", message.sender, message.conv)
 
     def _validate(self, kind: str, body: dict[str, Any]) -> None:
         if kind == SYSTEM_KIND:
