@@ -71,9 +71,12 @@ class Settings:
             raw = env.get(f"FLARE_{f.name.upper()}")
             if raw is not None:
                 values[f.name] = _coerce(f, raw)
+        known = {f.name: f for f in fields(cls)}
         for key, value in (overrides or {}).items():
+            if key not in known:
+                raise ValueError(f"unknown setting {key!r}")
             if value is not None:
-                values[key] = value
+                values[key] = _coerce(known[key], value) if isinstance(value, str) else value
         settings = cls(**values)
         settings.validate()
         return settings
@@ -95,7 +98,10 @@ def _coerce(f: dataclasses.Field[Any], raw: str) -> Any:
     kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
     try:
         if kind == "bool":
-            return raw.strip().lower() in ("1", "true", "yes", "on")
+            word = raw.strip().lower()
+            if word not in ("1", "true", "yes", "on", "0", "false", "no", "off", ""):
+                raise ValueError(raw)
+            return word in ("1", "true", "yes", "on")
         if kind == "int":
             return int(raw)
         if kind == "float":

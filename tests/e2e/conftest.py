@@ -175,10 +175,24 @@ class RawWs(WSListener):  # type: ignore[misc]
         return self.close_code
 
 
+_open_raw: list[RawWs] = []
+
+
 async def raw_connect(url: str, **kw: Any) -> RawWs:
     _, listener = await ws_connect(RawWs, url, **kw)
     assert isinstance(listener, RawWs)
+    _open_raw.append(listener)
     return listener
+
+
+@pytest.fixture(autouse=True)
+async def _close_raw_sockets() -> AsyncIterator[None]:
+    yield
+    while _open_raw:
+        ws = _open_raw.pop()
+        if ws.transport is not None and not ws.disconnected.is_set():
+            ws.transport.disconnect(graceful=False)
+            await asyncio.wait_for(ws.disconnected.wait(), 5)
 
 
 async def raw_authed(srv: ServerProcess, token: str, device: str = "raw") -> RawWs:

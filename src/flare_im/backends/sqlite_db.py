@@ -101,8 +101,8 @@ class SqliteDatabase:
     def write(self, op: WriteOp) -> asyncio.Future[Any]:
         """Queue ``op``; the future resolves with its return value once its transaction committed."""
         loop = self._loop
-        if loop is None:
-            raise RuntimeError("SqliteDatabase.start() was not called")
+        if loop is None or self._thread is None:
+            raise RuntimeError("SqliteDatabase is not running (start() not called, or closed)")
         fut: asyncio.Future[Any] = loop.create_future()
         self._queue.put((op, fut))
         return fut

@@ -10,7 +10,7 @@ from enum import IntEnum
 
 
 class ErrorCode(IntEnum):
-    BAD_REQUEST = 400  # malformed frame or body (not JSON/MessagePack, not an object)
+    BAD_REQUEST = 400  # malformed frame or body (not JSON/MessagePack), unknown or missing frame type
     UNAUTHORIZED = 401  # missing, invalid or expired token; wrong password
     FORBIDDEN = 403  # authenticated but not allowed (not a member, forged sender, wrong role)
     NOT_FOUND = 404  # user, group or conversation does not exist

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from flare_im.backends.relational.base import Member, MembershipStore, UserStore
 from flare_im.protocol.errors import ErrorCode, FlareError, forbidden, invalid, not_found
 
-ID_PATTERN = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+ID_PATTERN = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
 DIRECT = "direct"
 GROUP = "group"
 
 
 def check_id(value: str, what: str) -> str:
-    if not ID_PATTERN.match(value):
+    if not ID_PATTERN.fullmatch(value):
         raise invalid(f"{what} must be 1-64 characters of A-Z a-z 0-9 _ . @ -")
     return value
 
@@ -44,11 +44,11 @@ class ConvRef:
 def parse_conv(conv: str) -> ConvRef:
     """Parse and validate a conversation id; FlareError 422 if it is not one."""
     parts = conv.split(":")
-    if len(parts) == 3 and parts[0] == "d" and ID_PATTERN.match(parts[1]) and ID_PATTERN.match(parts[2]):
+    if len(parts) == 3 and parts[0] == "d" and ID_PATTERN.fullmatch(parts[1]) and ID_PATTERN.fullmatch(parts[2]):
         if parts[1] >= parts[2]:
             raise invalid(f"direct conversation id must be d:<a>:<b> with a < b (sorted): {conv!r}")
         return ConvRef(conv, DIRECT, users=(parts[1], parts[2]))
-    if len(parts) == 2 and parts[0] == "g" and ID_PATTERN.match(parts[1]):
+    if len(parts) == 2 and parts[0] == "g" and ID_PATTERN.fullmatch(parts[1]):
         return ConvRef(conv, GROUP, gid=parts[1])
     raise invalid(f"not a conversation id (d:<a>:<b> or g:<gid>): {conv!r}")
 

@@ -136,6 +136,8 @@ class GroupService:
             heir = next((m for m in rest if m.role == ADMIN), rest[0] if rest else None)
             if heir is not None:
                 await self._conversations.set_role(conv, heir.uid, OWNER, self._clock.next())
+                await self._notify(uid, conv, {"event": "role_changed", "actor": uid, "users": [heir.uid],
+                                               "role": OWNER})
         await self._notify(uid, conv, {"event": "member_left", "actor": uid, "users": [uid]})
         await self._conversations.remove_member(conv, uid, self._clock.next())
 

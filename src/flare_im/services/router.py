@@ -129,7 +129,7 @@ class MessageRouter:
     async def send_system(self, actor: str, conv: str, body: dict[str, Any], recipients: Iterable[str]) -> Message:
         """Append a system notice (membership change, rename) to ``conv`` and push it to ``recipients``."""
         cmid = f"sys-{uuid.uuid4().hex}"
-        message = await self._append(actor, conv, cmid, SYSTEM_KIND, body, (actor, cmid))
+        message = await self._append(actor, conv, cmid, SYSTEM_KIND, body, (actor, cmid), mark_read=True)
         self._fanout.deliver_message(recipients, message, skip=None)
         return message
 

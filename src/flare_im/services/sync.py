@@ -65,7 +65,8 @@ class SyncService:
         changed: list[tuple[int, Member]] = []
         for m in rows:
             head = heads.get(m.conv)
-            version = max(m.version, head.version if head else 0)
+            # After leaving, new messages no longer change the entry (nor reveal anything).
+            version = m.version if m.left else max(m.version, head.version if head else 0)
             if version > since:
                 changed.append((version, m))
         changed.sort(key=lambda vm: vm[0])
@@ -74,9 +75,9 @@ class SyncService:
         peers = {u.uid: u for u in await self._users.get_users(peer_ids)}
         items: list[ConvSummary] = []
         for version, m in page:
-            head = heads.get(m.conv)
-            max_seq = head.max_seq if head else 0
+            head = None if m.left else heads.get(m.conv)
             read_seq = max(m.read_seq, m.join_seq)
+            max_seq = head.max_seq if head else read_seq
             summary = ConvSummary(
                 conv=m.conv,
                 kind=DIRECT if m.conv.startswith("d:") else GROUP,

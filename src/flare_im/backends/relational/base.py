@@ -83,7 +83,8 @@ class GroupStore(Protocol):
 
 class MembershipStore(Protocol):
     async def add_members(self, members: Sequence[Member]) -> None:
-        """Insert or re-activate memberships (a re-join replaces role, join seq, read seq and version)."""
+        """Insert or re-activate memberships. A re-join replaces role, join seq and version; the read seq
+        becomes the larger of the stored and the given one (it never moves back)."""
         ...
 
     async def set_left(self, conv: str, uid: str, version: int) -> None: ...

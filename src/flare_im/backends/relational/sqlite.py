@@ -76,6 +76,8 @@ class SqliteRelational:
                     row,
                 )
             except sqlite3.IntegrityError as exc:
+                if "UNIQUE" not in str(exc):
+                    raise
                 raise AlreadyExists(str(exc)) from None
 
         await self._db.write(op)
@@ -134,11 +136,13 @@ class SqliteRelational:
             try:
                 conn.execute("INSERT INTO groups (gid, name, avatar, owner, created_at) VALUES (?,?,?,?,?)", row)
                 _insert_members(conn, members)
-            except sqlite3.IntegrityError as exc:
+            except BaseException as exc:
                 conn.execute("ROLLBACK TO create_group")
-                raise AlreadyExists(str(exc)) from None
-            finally:
                 conn.execute("RELEASE create_group")
+                if isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in str(exc):
+                    raise AlreadyExists(str(exc)) from None
+                raise
+            conn.execute("RELEASE create_group")
 
         await self._db.write(op)
 

@@ -1,0 +1,302 @@
+"""Contract of the relational ports (src/flare_im/backends/relational/base.py): UserStore, GroupStore and
+MembershipStore, for every backend. One adapter implements all three."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import pytest
+
+from flare_im.backends.relational.base import AlreadyExists, Group, Member, User
+
+
+def user(uid: str, username: str | None = None, *, display_name: str = "", avatar: str = "") -> User:
+    return User(uid=uid, username=username, display_name=display_name or uid.title(), avatar=avatar,
+                created_at=1_700_000_000_000)
+
+
+def group(gid: str, owner: str = "alice", name: str = "Team") -> Group:
+    return Group(gid=gid, name=name, avatar="a.png", owner=owner, created_at=1_700_000_000_123)
+
+
+def uids(members: list[Member]) -> list[str]:
+    return [m.uid for m in members]
+
+
+# ---------------------------------------------------------------- users
+
+
+async def test_create_and_get_user(relational: Any) -> None:
+    alice = user("alice", "alice_n", display_name="Alice A", avatar="x.png")
+    await relational.create_user(alice, "hash-a")
+    assert await relational.get_user("alice") == alice
+    assert await relational.get_user("nobody") is None
+
+
+async def test_duplicate_uid_raises_and_writes_nothing(relational: Any) -> None:
+    await relational.create_user(user("alice", "alice_n"), "hash-a")
+    with pytest.raises(AlreadyExists):
+        await relational.create_user(user("alice", "other_name", display_name="Impostor"), "hash-b")
+
+    assert await relational.get_user("alice") == user("alice", "alice_n")
+    assert await relational.get_credentials("alice_n") == ("alice", "hash-a")
+    assert await relational.get_credentials("other_name") is None
+    # the username of the rejected insert was not taken
+    await relational.create_user(user("carol", "other_name"), "hash-c")
+    assert await relational.get_credentials("other_name") == ("carol", "hash-c")
+
+
+async def test_duplicate_username_raises_and_writes_nothing(relational: Any) -> None:
+    await relational.create_user(user("alice", "taken"), "hash-a")
+    with pytest.raises(AlreadyExists):
+        await relational.create_user(user("bob", "taken"), "hash-b")
+
+    assert await relational.get_user("bob") is None
+    assert await relational.get_credentials("taken") == ("alice", "hash-a")
+    # the uid of the rejected insert was not taken
+    await relational.create_user(user("bob", "bob_n"), None)
+    assert await relational.get_user("bob") == user("bob", "bob_n")
+
+
+async def test_users_without_username_do_not_collide(relational: Any) -> None:
+    await relational.create_user(user("svc1"), None)
+    await relational.create_user(user("svc2"), None)
+    assert {u.uid for u in await relational.get_users(["svc1", "svc2"])} == {"svc1", "svc2"}
+    assert (await relational.get_user("svc1")) == user("svc1")
+
+
+async def test_get_users_returns_the_existing_subset(relational: Any) -> None:
+    for uid in ("a", "b", "c"):
+        await relational.create_user(user(uid, f"{uid}_n"), None)
+
+    got = await relational.get_users(["c", "nobody", "a"])
+    assert sorted(got, key=lambda u: u.uid) == [user("a", "a_n"), user("c", "c_n")]
+    assert await relational.get_users([]) == []
+    assert await relational.get_users(["nobody"]) == []
+
+
+async def test_get_users_many_ids(relational: Any) -> None:
+    await relational.create_user(user("u0"), None)
+    await relational.create_user(user("u999"), None)
+    got = await relational.get_users([f"u{i}" for i in range(1000)])
+    assert {u.uid for u in got} == {"u0", "u999"}
+
+
+async def test_credentials_only_for_password_users(relational: Any) -> None:
+    await relational.create_user(user("alice", "alice_n"), "argon2-hash")
+    await relational.create_user(user("bot", "bot_n"), None)
+    assert await relational.get_credentials("alice_n") == ("alice", "argon2-hash")
+    assert await relational.get_credentials("bot_n") is None
+    assert await relational.get_credentials("alice") is None  # by username, not uid
+    assert await relational.get_credentials("nobody") is None
+
+
+async def test_update_profile_is_partial(relational: Any) -> None:
+    await relational.create_user(user("alice", "alice_n", display_name="Alice", avatar="old.png"), None)
+
+    await relational.update_profile("alice", display_name="Ally", avatar=None)
+    assert await relational.get_user("alice") == user("alice", "alice_n", display_name="Ally", avatar="old.png")
+
+    await relational.update_profile("alice", display_name=None, avatar="new.png")
+    assert await relational.get_user("alice") == user("alice", "alice_n", display_name="Ally", avatar="new.png")
+
+    await relational.update_profile("alice", display_name=None, avatar=None)
+    assert await relational.get_user("alice") == user("alice", "alice_n", display_name="Ally", avatar="new.png")
+
+    await relational.update_profile("alice", display_name="A", avatar="")
+    assert await relational.get_user("alice") == user("alice", "alice_n", display_name="A", avatar="")
+
+
+async def test_refresh_token_is_single_use(relational: Any) -> None:
+    await relational.put_refresh_token("h1", "alice", 1_800_000_000)
+    await relational.put_refresh_token("h2", "bob", 1_900_000_000)
+
+    assert await relational.take_refresh_token("h1") == ("alice", 1_800_000_000)
+    assert await relational.take_refresh_token("h1") is None
+    assert await relational.take_refresh_token("unknown") is None
+    assert await relational.take_refresh_token("h2") == ("bob", 1_900_000_000)
+
+
+async def test_refresh_token_concurrent_takes_only_one_wins(relational: Any) -> None:
+    await relational.put_refresh_token("h", "alice", 123)
+    results = await asyncio.gather(*(relational.take_refresh_token("h") for _ in range(10)))
+    assert sorted(results, key=lambda r: r is None) == [("alice", 123)] + [None] * 9
+
+
+# ---------------------------------------------------------------- groups
+
+
+async def test_create_group_with_members(relational: Any) -> None:
+    g = group("g1")
+    members = [Member(conv="g:g1", uid="alice", role="owner", version=7),
+               Member(conv="g:g1", uid="bob", version=7),
+               Member(conv="g:g1", uid="carol", role="admin", version=7)]
+    await relational.create_group(g, members)
+
+    assert await relational.get_group("g1") == g
+    assert await relational.get_group("g2") is None
+    assert await relational.list_members("g:g1") == members
+    assert await relational.get_member("g:g1", "carol") == members[2]
+
+
+async def test_create_group_duplicate_gid_raises_and_writes_no_members(relational: Any) -> None:
+    g = group("g1")
+    await relational.create_group(g, [Member(conv="g:g1", uid="alice", role="owner", version=1)])
+
+    with pytest.raises(AlreadyExists):
+        await relational.create_group(
+            group("g1", owner="mallory", name="Other"),
+            [Member(conv="g:g1", uid="mallory", role="owner", version=2),
+             Member(conv="g:g1", uid="alice", role="member", version=2)],
+        )
+
+    assert await relational.get_group("g1") == g
+    assert await relational.list_members("g:g1") == [Member(conv="g:g1", uid="alice", role="owner", version=1)]
+    assert await relational.get_member("g:g1", "mallory") is None
+    assert await relational.list_user_convs("mallory") == []
+    assert await relational.max_version() == 1
+
+
+async def test_update_group_is_partial(relational: Any) -> None:
+    await relational.create_group(group("g1", name="Team"), [])
+    await relational.update_group("g1", name="Renamed", avatar=None)
+    assert await relational.get_group("g1") == Group(
+        gid="g1", name="Renamed", avatar="a.png", owner="alice", created_at=1_700_000_000_123)
+    await relational.update_group("g1", name=None, avatar="b.png")
+    assert (await relational.get_group("g1")) == Group(
+        gid="g1", name="Renamed", avatar="b.png", owner="alice", created_at=1_700_000_000_123)
+
+
+# ---------------------------------------------------------------- memberships
+
+
+async def test_list_members_in_join_order_excluding_left(relational: Any) -> None:
+    await relational.add_members([Member(conv="g:x", uid=u, version=1) for u in ("carol", "alice", "bob")])
+    await relational.add_members([Member(conv="g:x", uid="dave", version=2)])
+    assert uids(await relational.list_members("g:x")) == ["carol", "alice", "bob", "dave"]
+
+    await relational.set_left("g:x", "alice", 3)
+    assert uids(await relational.list_members("g:x")) == ["carol", "bob", "dave"]
+    left = await relational.get_member("g:x", "alice")
+    assert left is not None
+    assert left.left is True
+    assert left.version == 3
+    assert await relational.list_members("g:nobody") == []
+    assert await relational.get_member("g:x", "nobody") is None
+
+
+async def test_rejoin_after_left_reactivates_the_membership(relational: Any) -> None:
+    await relational.add_members([Member(conv="g:x", uid=u, version=1) for u in ("alice", "bob", "carol")])
+    await relational.advance_read("g:x", "alice", 4, 2)
+    await relational.set_left("g:x", "alice", 3)
+
+    rejoin = Member(conv="g:x", uid="alice", role="admin", join_seq=10, read_seq=10, version=4)
+    await relational.add_members([rejoin])
+
+    assert await relational.get_member("g:x", "alice") == rejoin
+    # a re-join is the newest join
+    assert uids(await relational.list_members("g:x")) == ["bob", "carol", "alice"]
+
+
+async def test_set_role(relational: Any) -> None:
+    await relational.add_members([Member(conv="g:x", uid="bob", join_seq=3, read_seq=3, version=1)])
+    await relational.set_role("g:x", "bob", "admin", 9)
+    assert await relational.get_member("g:x", "bob") == Member(
+        conv="g:x", uid="bob", role="admin", join_seq=3, read_seq=3, version=9)
+
+
+async def test_list_user_convs_includes_left(relational: Any) -> None:
+    await relational.add_members([Member(conv="g:x", uid="alice"), Member(conv="g:x", uid="bob")])
+    await relational.add_members([Member(conv="d:alice:bob", uid="alice"), Member(conv="d:alice:bob", uid="bob")])
+    await relational.add_members([Member(conv="g:y", uid="alice", role="owner", version=5)])
+    await relational.set_left("g:x", "alice", 6)
+
+    convs = {m.conv: m for m in await relational.list_user_convs("alice")}
+    assert set(convs) == {"g:x", "d:alice:bob", "g:y"}
+    assert convs["g:x"].left is True
+    assert convs["g:y"] == Member(conv="g:y", uid="alice", role="owner", version=5)
+    assert {m.conv for m in await relational.list_user_convs("bob")} == {"g:x", "d:alice:bob"}
+    assert await relational.list_user_convs("nobody") == []
+
+
+async def test_advance_read_is_monotonic(relational: Any) -> None:
+    await relational.add_members([Member(conv="g:x", uid="alice", version=1)])
+
+    assert await relational.advance_read("g:x", "alice", 5, 10) is True
+    m = await relational.get_member("g:x", "alice")
+    assert m is not None
+    assert (m.read_seq, m.version) == (5, 10)
+
+    assert await relational.advance_read("g:x", "alice", 3, 11) is False  # never moves back
+    assert await relational.advance_read("g:x", "alice", 5, 12) is False  # not larger
+    m = await relational.get_member("g:x", "alice")
+    assert m is not None
+    assert (m.read_seq, m.version) == (5, 10)
+
+    assert await relational.advance_read("g:x", "alice", 8, 13) is True
+    m = await relational.get_member("g:x", "alice")
+    assert m is not None
+    assert (m.read_seq, m.version) == (8, 13)
+
+
+async def test_advance_read_concurrently_ends_at_the_largest(relational: Any) -> None:
+    await relational.add_members([Member(conv="g:x", uid="alice")])
+    targets = list(range(1, 101))
+    random.Random(7).shuffle(targets)
+    moved = await asyncio.gather(*(relational.advance_read("g:x", "alice", s, 1000 + s) for s in targets))
+    m = await relational.get_member("g:x", "alice")
+    assert m is not None
+    assert m.read_seq == 100
+    assert m.version == 1100  # the version of the call that set read seq 100
+    assert moved[targets.index(100)] is True
+
+
+async def test_advance_delivered_is_monotonic(relational: Any) -> None:
+    await relational.add_members([Member(conv="g:x", uid="alice", read_seq=2, version=1)])
+
+    assert await relational.advance_delivered("g:x", "alice", 6) is True
+    assert await relational.advance_delivered("g:x", "alice", 4) is False
+    assert await relational.advance_delivered("g:x", "alice", 6) is False
+    m = await relational.get_member("g:x", "alice")
+    assert m is not None
+    assert (m.delivered_seq, m.read_seq) == (6, 2)
+    assert await relational.advance_delivered("g:x", "alice", 9) is True
+    m = await relational.get_member("g:x", "alice")
+    assert m is not None
+    assert m.delivered_seq == 9
+
+
+async def test_max_version(relational: Any) -> None:
+    assert await relational.max_version() == 0
+    await relational.add_members([Member(conv="g:x", uid="alice", version=5), Member(conv="g:x", uid="bob", version=5)])
+    assert await relational.max_version() == 5
+    await relational.set_role("g:x", "bob", "admin", 9)
+    assert await relational.max_version() == 9
+    await relational.advance_read("g:x", "alice", 3, 12)
+    assert await relational.max_version() == 12
+    await relational.set_left("g:x", "bob", 15)
+    assert await relational.max_version() == 15
+
+
+# ---------------------------------------------------------------- durability
+
+
+async def test_writes_survive_close_and_reopen(relational_backend: Any) -> None:
+    store = await relational_backend.open()
+    await store.create_user(user("alice", "alice_n"), "hash")
+    await store.create_group(group("g1"), [Member(conv="g:g1", uid="alice", role="owner", version=3)])
+    await store.add_members([Member(conv="g:g1", uid="bob", version=4)])
+    await store.advance_read("g:g1", "bob", 2, 5)
+    await store.put_refresh_token("tok", "alice", 99)
+    await relational_backend.close(store)
+
+    reopened = await relational_backend.open()
+    assert await reopened.get_user("alice") == user("alice", "alice_n")
+    assert await reopened.get_credentials("alice_n") == ("alice", "hash")
+    assert await reopened.get_group("g1") == group("g1")
+    assert uids(await reopened.list_members("g:g1")) == ["alice", "bob"]
+    assert await reopened.get_member("g:g1", "bob") == Member(conv="g:g1", uid="bob", read_seq=2, version=5)
+    assert await reopened.max_version() == 5
+    assert await reopened.take_refresh_token("tok") == ("alice", 99)

@@ -1,0 +1,213 @@
+"""Bad input gets a clear error with a stable code, changes nothing, and never affects another connection."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import jwt
+import msgspec
+import pytest
+
+from flare_im.protocol.codec import Encoding
+from flare_im.protocol.errors import CloseCode, ErrorCode, FlareError
+
+from .conftest import Harness, raw_authed, raw_connect
+
+DM = "d:alice:bob"
+
+
+async def _pair(harness: Harness) -> None:
+    await harness.user("alice")
+    await harness.user("bob")
+
+
+@pytest.mark.parametrize(
+    ("payload", "code"),
+    [
+        ("{not json", 400),
+        ('[1, 2, 3]', 422),
+        ('{"id": 7}', 400),  # no type
+        ('{"type": "teleport", "id": 7}', 400),
+        ('{"type": "send", "id": 7, "conv": "d:alice:bob", "body": {"text": "x"}}', 422),  # no cmid
+        ('{"type": "send", "id": "seven", "conv": "d:alice:bob", "cmid": "c", "body": {"text": "x"}}', 422),
+        ('{"type": "send", "id": 7, "conv": "d:alice:bob", "cmid": "c", "body": "text"}', 422),
+        ('{"type": "send", "id": 7, "conv": "d:alice:bob", "cmid": "c", "body": {}}', 422),  # text needs body.text
+        ('{"type": "send", "id": 7, "conv": "d:alice:bob", "cmid": "c", "kind": "system", "body": {"a": 1}}', 422),
+        ('{"type": "send", "id": 7, "conv": "x:y", "cmid": "c", "body": {"text": "x"}}', 422),
+        ('{"type": "send", "id": 7, "conv": "d:bob:alice", "cmid": "c", "body": {"text": "x"}}', 422),  # unsorted
+        ('{"type": "send", "id": 7, "conv": "d:bob:carol", "cmid": "c", "body": {"text": "x"}}', 403),  # forged
+        ('{"type": "send", "id": 7, "conv": "d:alice:nobody", "cmid": "c", "body": {"text": "x"}}', 404),
+        ('{"type": "send", "id": 7, "conv": "g:nosuchgroup", "cmid": "c", "body": {"text": "x"}}', 404),
+        ('{"type": "pull", "id": 7, "conv": "d:alice:bob", "after": -1}', 422),
+        ('{"type": "pull", "id": 7, "conv": "d:alice:bob", "limit": 100000}', 422),
+        ('{"type": "pull", "id": 7, "conv": "d:alice:bob", "after": 50}', 416),
+        ('{"type": "pull", "id": 7, "conv": "d:alice:bob", "before": 50}', 416),
+        ('{"type": "pull", "id": 7, "conv": "d:alice:bob", "after": 1, "before": 1}', 422),
+        ('{"type": "read", "id": 7, "conv": "d:alice:bob", "seq": 99}', 416),
+        ('{"type": "auth", "id": 7, "token": "again", "device": "d"}', 400),
+    ],
+)
+async def test_bad_frames_get_error_and_change_nothing(harness: Harness, payload: str, code: int) -> None:
+    await _pair(harness)
+    bob = await harness.device("bob")
+    ack = await bob.send(DM, "the only message")
+    raw = await raw_authed(harness.srv, harness.tokens["alice"])
+    raw.send_text(payload)
+    reply = await raw.recv_json()
+    assert reply["type"] == "error" and reply["code"] == code, reply
+    assert isinstance(reply["message"], str) and reply["message"]
+    if code not in (400,) or '"id": 7' in payload:
+        assert reply.get("id") in (7, None)
+    # The connection still works, and nothing was stored.
+    raw.send_text('{"type": "ping", "id": 8}')
+    assert (await raw.recv_json())["type"] == "pong"
+    assert [m.seq for m in await bob.history(DM)] == [ack.seq]
+
+
+async def test_malformed_msgpack_and_oversize_frames(harness: Harness) -> None:
+    await _pair(harness)
+    raw = await raw_authed(harness.srv, harness.tokens["alice"])
+    raw.send_binary(b"\xc1\xc1\xc1")  # 0xc1 is never valid MessagePack
+    assert (await raw.recv_json())["code"] == ErrorCode.BAD_REQUEST
+    big = json.dumps({"type": "send", "id": 9, "conv": DM, "cmid": "big", "body": {"text": "x" * 70_000}})
+    raw.send_text(big)
+    reply = await raw.recv_json()
+    assert (reply["code"], reply["id"]) == (ErrorCode.TOO_LARGE, 9)
+    body_too_big = json.dumps({"type": "send", "id": 10, "conv": DM, "cmid": "b2", "body": {"text": "y" * 20_000}})
+    raw.send_text(body_too_big)
+    assert (await raw.recv_json())["code"] == ErrorCode.TOO_LARGE
+    raw.send_text('{"type": "ping", "id": 11}')
+    assert (await raw.recv_json())["type"] == "pong"
+    # Far beyond the frame limit, the transport itself closes the connection (1009).
+    raw.send_text("z" * (64 * 1024 * 17))
+    assert await raw.wait_closed() == 1009
+
+
+async def test_msgpack_client_gets_msgpack_errors(harness: Harness) -> None:
+    await _pair(harness)
+    alice = await harness.device("alice", encoding=Encoding.MSGPACK)
+    with pytest.raises(FlareError) as err:
+        await alice.send("d:bob:carol", "forged")
+    assert err.value.code == ErrorCode.FORBIDDEN
+    assert (await alice.send(DM, "fine")).seq == 1
+
+
+async def test_auth_failures_close_the_connection(harness: Harness) -> None:
+    await _pair(harness)
+    secret = (harness.srv.data_dir / "jwt.secret").read_text().strip()
+    expired = jwt.encode({"sub": "alice", "iss": "flare", "typ": "access", "iat": 1, "exp": int(time.time()) - 10},
+                         secret, algorithm="HS256")
+    forged = jwt.encode({"sub": "alice", "iss": "flare", "typ": "access", "exp": int(time.time()) + 60},
+                        "not-the-secret-but-long-enough-for-hs256", algorithm="HS256")
+    for token, fragment in ((expired, "expired"), (forged, "invalid"), ("garbage", "invalid")):
+        raw = await raw_connect(harness.srv.ws_url)
+        raw.send_text(json.dumps({"type": "auth", "id": 1, "token": token, "device": "d"}))
+        reply = await raw.recv_json()
+        assert (reply["type"], reply["code"], reply["id"]) == ("error", 401, 1)
+        assert fragment in reply["message"]
+        assert await raw.wait_closed() == CloseCode.AUTH_FAILED
+    # A frame other than auth first closes with 4003.
+    raw = await raw_connect(harness.srv.ws_url)
+    raw.send_text('{"type": "ping", "id": 1}')
+    assert await raw.wait_closed() == CloseCode.PROTOCOL_VIOLATION
+    # REST rejects the same tokens.
+    for token in (expired, forged):
+        rest = harness.rest("alice")
+        rest.token = token
+        with pytest.raises(FlareError) as err:
+            await rest.me()
+        assert err.value.code == ErrorCode.UNAUTHORIZED
+        rest.token = harness.tokens["alice"]
+
+
+async def test_a_flooding_client_does_not_affect_others(harness: Harness) -> None:
+    await _pair(harness)
+    alice = await harness.device("alice")
+    bob = await harness.device("bob")
+    flooder = await raw_authed(harness.srv, harness.tokens["alice"], device="flood")
+    # 240 frames against a burst of 200: about 40 rate-limited, below the 50 that close the connection.
+    for i in range(236):
+        flooder.send_text(json.dumps({"type": "ping", "id": i}))
+        if i % 60 == 0:
+            flooder.send_text("{garbage")
+    replies = []
+    while True:
+        try:
+            replies.append(await flooder.recv_json(timeout=2))
+        except TimeoutError:
+            break
+    limited = sum(r.get("code") == ErrorCode.RATE_LIMITED for r in replies)
+    assert limited > 0 and limited + sum(r["type"] == "pong" for r in replies) > 200
+    assert flooder.close_code is None
+    # Meanwhile the well-behaved connections are unaffected.
+    ack = await alice.send(DM, "still here")
+    assert (await bob.next_message()).seq == ack.seq
+    # A client that keeps flooding is disconnected (close 4029; its unread replies may be lost with it).
+    for i in range(1000):
+        flooder.send_text(json.dumps({"type": "ping", "id": i}))
+    await flooder.wait_closed()
+    ack = await alice.send(DM, "and still here")
+    assert (await bob.next_message()).seq == ack.seq
+
+
+async def test_slow_consumer_is_disconnected(tmp_path: object) -> None:
+    from .conftest import ServerProcess
+
+    srv = ServerProcess(tmp_path / "slow",  # type: ignore[operator]
+                        env_overrides={"FLARE_SEND_BUFFER_BYTES": "65536", "FLARE_SLOW_CONSUMER_GRACE_S": "0.5",
+                                       "FLARE_RATE_LIMIT_PER_S": "100000", "FLARE_RATE_LIMIT_BURST": "100000"})
+    srv.start()
+    h = Harness(srv)
+    try:
+        await _pair(h)
+        alice = await h.device("alice")
+        slow = await raw_authed(srv, h.tokens["bob"], device="slow")
+        assert slow.transport is not None
+        slow.transport.underlying_transport.pause_reading()  # stop reading: the server's buffer fills
+        text = "x" * 8000
+        for i in range(300):
+            await alice.send(DM, text, cmid=f"m{i}")
+        slow.transport.underlying_transport.resume_reading()
+        code = await slow.wait_closed(timeout=20)
+        assert code == CloseCode.SLOW_CONSUMER
+        # The sender was never affected and every message is in the log for the slow client to sync.
+        assert (await alice.pull(DM)).max_seq == 300
+    finally:
+        await h.close()
+        srv.stop()
+
+
+async def test_idle_connection_without_pongs_is_closed(tmp_path: object) -> None:
+    from .conftest import ServerProcess
+
+    srv = ServerProcess(tmp_path / "hb",  # type: ignore[operator]
+                        env_overrides={"FLARE_HEARTBEAT_S": "0.3", "FLARE_HEARTBEAT_TIMEOUT_S": "0.3"})
+    srv.start()
+    h = Harness(srv)
+    try:
+        await _pair(h)
+        live = await h.device("alice")  # answers pings (picows auto-pong)
+        raw = await raw_connect(srv.ws_url, enable_auto_pong=False)
+        raw.send_text(json.dumps({"type": "auth", "id": 1, "token": h.tokens["bob"], "device": "mute"}))
+        assert (await raw.recv_json())["type"] == "auth_ok"
+        started = time.monotonic()
+        await raw.wait_closed(timeout=10)
+        assert time.monotonic() - started < 5
+        await asyncio.sleep(0.5)
+        assert (await live.ping()) > 0  # the healthy connection survived the same idle time
+    finally:
+        await h.close()
+        srv.stop()
+
+
+def test_protocol_doc_lists_every_error_code() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "protocol.md").read_text()
+    for code in ErrorCode:
+        assert str(int(code)) in doc, code
+    for close in CloseCode:
+        assert str(int(close)) in doc, close
+    assert msgspec  # frames documented are checked in tests/unit
