@@ -52,7 +52,10 @@ class ServerProcess:
         return (self.data_dir / "admin.key").read_text().strip()
 
     def start(self) -> None:
-        self.api_port, self.ws_port = free_port(), free_port()
+        self.start_on(free_port(), free_port())
+
+    def start_on(self, api_port: int, ws_port: int) -> None:
+        self.api_port, self.ws_port = api_port, ws_port
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-server.log"
         env = {**os.environ, "FLARE_LOG_LEVEL": "WARNING", **self.env_overrides}
         log = self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()

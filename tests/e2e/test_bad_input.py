@@ -167,13 +167,16 @@ async def test_slow_consumer_is_disconnected(tmp_path: object) -> None:
         assert slow.transport is not None
         slow.transport.underlying_transport.pause_reading()  # stop reading: the server's buffer fills
         text = "x" * 8000
-        for i in range(300):
-            await alice.send(DM, text, cmid=f"m{i}")
+        # Far more than the kernel's socket buffers hold, so the server's own buffer must grow.
+        for chunk in range(20):
+            await asyncio.gather(*(alice.send(DM, text, cmid=f"m{chunk}-{i}") for i in range(100)))
+            if slow.disconnected.is_set():
+                break
         slow.transport.underlying_transport.resume_reading()
         code = await slow.wait_closed(timeout=20)
         assert code == CloseCode.SLOW_CONSUMER
         # The sender was never affected and every message is in the log for the slow client to sync.
-        assert (await alice.pull(DM)).max_seq == 300
+        assert (await alice.pull(DM)).max_seq == (chunk + 1) * 100
     finally:
         await h.close()
         srv.stop()
