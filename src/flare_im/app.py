@@ -78,8 +78,9 @@ async def build_node(settings: Settings) -> Node:
         ids=Snowflake(settings.node_id),
         clock=clock,
         fanout=hub,
-        idempotency=IdempotencyCache(window_s=settings.idempotency_window_s,
-                                     max_entries=settings.idempotency_cache_size),
+        idempotency=IdempotencyCache(
+            window_s=settings.idempotency_window_s, max_entries=settings.idempotency_cache_size
+        ),
         max_body_bytes=settings.max_body_bytes,
     )
     auth = AuthService(
@@ -89,19 +90,34 @@ async def build_node(settings: Settings) -> Node:
         access_ttl_s=settings.access_token_ttl_s,
         refresh_ttl_s=settings.refresh_token_ttl_s,
     )
-    sync = SyncService(conversations=conversations, memberships=relational, users=relational, groups=relational,
-                       log=message_log, clock=clock, fanout=hub)
-    groups = GroupService(groups=relational, users=relational, conversations=conversations, router=router,
-                          log=message_log, clock=clock)
+    sync = SyncService(
+        conversations=conversations,
+        memberships=relational,
+        users=relational,
+        groups=relational,
+        log=message_log,
+        clock=clock,
+        fanout=hub,
+    )
+    groups = GroupService(
+        groups=relational, users=relational, conversations=conversations, router=router, log=message_log, clock=clock
+    )
     users = UserService(relational, auth, allow_registration=settings.allow_registration)
     limits = GatewayLimits(
-        max_frame_bytes=settings.max_frame_bytes, auth_timeout_s=settings.auth_timeout_s,
-        rate_per_s=settings.rate_limit_per_s, rate_burst=settings.rate_limit_burst,
-        send_buffer_bytes=settings.send_buffer_bytes, slow_consumer_grace_s=settings.slow_consumer_grace_s,
+        max_frame_bytes=settings.max_frame_bytes,
+        auth_timeout_s=settings.auth_timeout_s,
+        rate_per_s=settings.rate_limit_per_s,
+        rate_burst=settings.rate_limit_burst,
+        send_buffer_bytes=settings.send_buffer_bytes,
+        slow_consumer_grace_s=settings.slow_consumer_grace_s,
         heartbeat_s=settings.heartbeat_s,
     )
     gateway = GatewayContext(
-        auth=auth, router=router, sync=sync, hub=hub, limits=limits,
+        auth=auth,
+        router=router,
+        sync=sync,
+        hub=hub,
+        limits=limits,
         json_codec=ServerCodec(Encoding.JSON, max_frame_bytes=settings.max_frame_bytes),
         msgpack_codec=ServerCodec(Encoding.MSGPACK, max_frame_bytes=settings.max_frame_bytes),
     )
@@ -132,25 +148,39 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> in
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
 
-    ws_server = await start_ws_server(node.gateway, settings.host, settings.ws_port,
-                                      heartbeat_s=settings.heartbeat_s,
-                                      heartbeat_timeout_s=settings.heartbeat_timeout_s)
+    ws_server = await start_ws_server(
+        node.gateway,
+        settings.host,
+        settings.ws_port,
+        heartbeat_s=settings.heartbeat_s,
+        heartbeat_timeout_s=settings.heartbeat_timeout_s,
+    )
     api_sock = _listen(settings.host, settings.api_port)
-    config = uvicorn.Config(build_api(node.api), log_level=settings.log_level.lower(), access_log=False,
-                            lifespan="off", timeout_graceful_shutdown=int(settings.shutdown_grace_s) or 1)
+    config = uvicorn.Config(
+        build_api(node.api),
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s) or 1,
+    )
     api_server = _ApiServer(config)
     api_task = asyncio.create_task(api_server.serve(sockets=[api_sock]))
-    while not api_server.started and not api_task.done():
+    while not api_server.started and not api_task.done():  # noqa: ASYNC110 - uvicorn exposes a flag only
         await asyncio.sleep(0.01)
     if api_task.done():
         await api_task  # surfaces the start-up error
         return 1
     ws_port = ws_server.sockets[0].getsockname()[1]
     api_port = api_sock.getsockname()[1]
-    log.info("flare ready: api http://%s:%d  ws ws://%s:%d/v1/ws  data %s", settings.host, api_port,
-             settings.host, ws_port, Path(settings.data_dir).resolve())
-    print(f"flare ready api=http://{settings.host}:{api_port} ws=ws://{settings.host}:{ws_port}/v1/ws",
-          flush=True)
+    log.info(
+        "flare ready: api http://%s:%d  ws ws://%s:%d/v1/ws  data %s",
+        settings.host,
+        api_port,
+        settings.host,
+        ws_port,
+        Path(settings.data_dir).resolve(),
+    )
+    print(f"flare ready api=http://{settings.host}:{api_port} ws=ws://{settings.host}:{ws_port}/v1/ws", flush=True)
     if ready is not None:
         ready.set()
 

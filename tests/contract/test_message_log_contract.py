@@ -17,11 +17,25 @@ _msg_ids = itertools.count(1_000_000)
 BEFORE_ALL = 2**63 - 1  # the largest seq: "no upper bound"
 
 
-def mk(conv: str, seq: int, *, sender: str = "alice", cmid: str | None = None, ts: int | None = None,
-       kind: str = "text", body: dict[str, Any] | None = None) -> Message:
+def mk(
+    conv: str,
+    seq: int,
+    *,
+    sender: str = "alice",
+    cmid: str | None = None,
+    ts: int | None = None,
+    kind: str = "text",
+    body: dict[str, Any] | None = None,
+) -> Message:
     return Message(
-        conv=conv, seq=seq, msg_id=str(next(_msg_ids)), sender=sender, cmid=cmid or f"{conv}-{seq}", kind=kind,
-        body={"text": f"m{seq}"} if body is None else body, ts=1_700_000_000_000 + seq if ts is None else ts,
+        conv=conv,
+        seq=seq,
+        msg_id=str(next(_msg_ids)),
+        sender=sender,
+        cmid=cmid or f"{conv}-{seq}",
+        kind=kind,
+        body={"text": f"m{seq}"} if body is None else body,
+        ts=1_700_000_000_000 + seq if ts is None else ts,
     )
 
 
@@ -121,7 +135,9 @@ async def test_duplicate_seq_in_the_same_burst_fails_alone(message_log: MessageL
     one_again = mk("g:one", 1, cmid="one-again")
     two = mk("g:one", 2, cmid="two")
     results = await asyncio.gather(
-        message_log.append(one, 1), message_log.append(one_again, 2), message_log.append(two, 3),
+        message_log.append(one, 1),
+        message_log.append(one_again, 2),
+        message_log.append(two, 3),
         return_exceptions=True,
     )
     assert results[0] is None

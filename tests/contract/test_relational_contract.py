@@ -13,8 +13,13 @@ from flare_im.backends.relational.base import AlreadyExists, Group, Member, User
 
 
 def user(uid: str, username: str | None = None, *, display_name: str = "", avatar: str = "") -> User:
-    return User(uid=uid, username=username, display_name=display_name or uid.title(), avatar=avatar,
-                created_at=1_700_000_000_000)
+    return User(
+        uid=uid,
+        username=username,
+        display_name=display_name or uid.title(),
+        avatar=avatar,
+        created_at=1_700_000_000_000,
+    )
 
 
 def group(gid: str, owner: str = "alice", name: str = "Team") -> Group:
@@ -130,9 +135,11 @@ async def test_refresh_token_concurrent_takes_only_one_wins(relational: Any) -> 
 
 async def test_create_group_with_members(relational: Any) -> None:
     g = group("g1")
-    members = [Member(conv="g:g1", uid="alice", role="owner", version=7),
-               Member(conv="g:g1", uid="bob", version=7),
-               Member(conv="g:g1", uid="carol", role="admin", version=7)]
+    members = [
+        Member(conv="g:g1", uid="alice", role="owner", version=7),
+        Member(conv="g:g1", uid="bob", version=7),
+        Member(conv="g:g1", uid="carol", role="admin", version=7),
+    ]
     await relational.create_group(g, members)
 
     assert await relational.get_group("g1") == g
@@ -148,8 +155,10 @@ async def test_create_group_duplicate_gid_raises_and_writes_no_members(relationa
     with pytest.raises(AlreadyExists):
         await relational.create_group(
             group("g1", owner="mallory", name="Other"),
-            [Member(conv="g:g1", uid="mallory", role="owner", version=2),
-             Member(conv="g:g1", uid="alice", role="member", version=2)],
+            [
+                Member(conv="g:g1", uid="mallory", role="owner", version=2),
+                Member(conv="g:g1", uid="alice", role="member", version=2),
+            ],
         )
 
     assert await relational.get_group("g1") == g
@@ -163,10 +172,12 @@ async def test_update_group_is_partial(relational: Any) -> None:
     await relational.create_group(group("g1", name="Team"), [])
     await relational.update_group("g1", name="Renamed", avatar=None)
     assert await relational.get_group("g1") == Group(
-        gid="g1", name="Renamed", avatar="a.png", owner="alice", created_at=1_700_000_000_123)
+        gid="g1", name="Renamed", avatar="a.png", owner="alice", created_at=1_700_000_000_123
+    )
     await relational.update_group("g1", name=None, avatar="b.png")
     assert (await relational.get_group("g1")) == Group(
-        gid="g1", name="Renamed", avatar="b.png", owner="alice", created_at=1_700_000_000_123)
+        gid="g1", name="Renamed", avatar="b.png", owner="alice", created_at=1_700_000_000_123
+    )
 
 
 # ---------------------------------------------------------------- memberships
@@ -204,7 +215,8 @@ async def test_set_role(relational: Any) -> None:
     await relational.add_members([Member(conv="g:x", uid="bob", join_seq=3, read_seq=3, version=1)])
     await relational.set_role("g:x", "bob", "admin", 9)
     assert await relational.get_member("g:x", "bob") == Member(
-        conv="g:x", uid="bob", role="admin", join_seq=3, read_seq=3, version=9)
+        conv="g:x", uid="bob", role="admin", join_seq=3, read_seq=3, version=9
+    )
 
 
 async def test_list_user_convs_includes_left(relational: Any) -> None:

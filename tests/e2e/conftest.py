@@ -60,9 +60,23 @@ class ServerProcess:
         env = {**os.environ, "FLARE_LOG_LEVEL": "WARNING", **self.env_overrides}
         log = self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "flare_im.cli", "serve", "--host", "127.0.0.1", "--api-port", str(self.api_port),
-             "--ws-port", str(self.ws_port), "--data-dir", str(self.data_dir)],
-            stdout=subprocess.PIPE, stderr=log, env=env,
+            [
+                sys.executable,
+                "-m",
+                "flare_im.cli",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--api-port",
+                str(self.api_port),
+                "--ws-port",
+                str(self.ws_port),
+                "--data-dir",
+                str(self.data_dir),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            env=env,
         )
         assert self.proc.stdout is not None
         deadline = time.monotonic() + 30
@@ -138,7 +152,7 @@ async def harness(server: ServerProcess) -> AsyncIterator[Harness]:
     await h.close()
 
 
-class RawWs(WSListener):  # type: ignore[misc]
+class RawWs(WSListener):
     """A bare WebSocket peer for sending arbitrary bytes and reading exactly what the server sends."""
 
     def __init__(self) -> None:
@@ -154,7 +168,7 @@ class RawWs(WSListener):  # type: ignore[misc]
         if frame.msg_type in (WSMsgType.TEXT, WSMsgType.BINARY):
             self.frames.put_nowait(frame.get_payload_as_bytes())
         elif frame.msg_type is WSMsgType.CLOSE:
-            self.close_code = int(frame.get_close_code())
+            self.close_code = frame.get_close_code().value
             transport.send_close(frame.get_close_code())
             transport.disconnect()
 

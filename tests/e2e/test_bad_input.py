@@ -27,7 +27,7 @@ async def _pair(harness: Harness) -> None:
     ("payload", "code"),
     [
         ("{not json", 400),
-        ('[1, 2, 3]', 422),
+        ("[1, 2, 3]", 422),
         ('{"id": 7}', 400),  # no type
         ('{"type": "teleport", "id": 7}', 400),
         ('{"type": "send", "id": 7, "conv": "d:alice:bob", "body": {"text": "x"}}', 422),  # no cmid
@@ -56,8 +56,9 @@ async def test_bad_frames_get_error_and_change_nothing(harness: Harness, payload
     raw = await raw_authed(harness.srv, harness.tokens["alice"])
     raw.send_text(payload)
     reply = await raw.recv_json()
-    assert reply["type"] == "error" and reply["code"] == code, reply
-    assert isinstance(reply["message"], str) and reply["message"]
+    assert (reply["type"], reply["code"]) == ("error", code), reply
+    assert isinstance(reply["message"], str)
+    assert reply["message"]
     if code not in (400,) or '"id": 7' in payload:
         assert reply.get("id") in (7, None)
     # The connection still works, and nothing was stored.
@@ -97,10 +98,16 @@ async def test_msgpack_client_gets_msgpack_errors(harness: Harness) -> None:
 async def test_auth_failures_close_the_connection(harness: Harness) -> None:
     await _pair(harness)
     secret = (harness.srv.data_dir / "jwt.secret").read_text().strip()
-    expired = jwt.encode({"sub": "alice", "iss": "flare", "typ": "access", "iat": 1, "exp": int(time.time()) - 10},
-                         secret, algorithm="HS256")
-    forged = jwt.encode({"sub": "alice", "iss": "flare", "typ": "access", "exp": int(time.time()) + 60},
-                        "not-the-secret-but-long-enough-for-hs256", algorithm="HS256")
+    expired = jwt.encode(
+        {"sub": "alice", "iss": "flare", "typ": "access", "iat": 1, "exp": int(time.time()) - 10},
+        secret,
+        algorithm="HS256",
+    )
+    forged = jwt.encode(
+        {"sub": "alice", "iss": "flare", "typ": "access", "exp": int(time.time()) + 60},
+        "not-the-secret-but-long-enough-for-hs256",
+        algorithm="HS256",
+    )
     for token, fragment in ((expired, "expired"), (forged, "invalid"), ("garbage", "invalid")):
         raw = await raw_connect(harness.srv.ws_url)
         raw.send_text(json.dumps({"type": "auth", "id": 1, "token": token, "device": "d"}))
@@ -139,7 +146,8 @@ async def test_a_flooding_client_does_not_affect_others(harness: Harness) -> Non
         except TimeoutError:
             break
     limited = sum(r.get("code") == ErrorCode.RATE_LIMITED for r in replies)
-    assert limited > 0 and limited + sum(r["type"] == "pong" for r in replies) > 200
+    assert limited > 0
+    assert limited + sum(r["type"] == "pong" for r in replies) > 200
     assert flooder.close_code is None
     # Meanwhile the well-behaved connections are unaffected.
     ack = await alice.send(DM, "still here")
@@ -155,9 +163,15 @@ async def test_a_flooding_client_does_not_affect_others(harness: Harness) -> Non
 async def test_slow_consumer_is_disconnected(tmp_path: object) -> None:
     from .conftest import ServerProcess
 
-    srv = ServerProcess(tmp_path / "slow",  # type: ignore[operator]
-                        env_overrides={"FLARE_SEND_BUFFER_BYTES": "65536", "FLARE_SLOW_CONSUMER_GRACE_S": "0.5",
-                                       "FLARE_RATE_LIMIT_PER_S": "100000", "FLARE_RATE_LIMIT_BURST": "100000"})
+    srv = ServerProcess(
+        tmp_path / "slow",  # type: ignore[operator]
+        env_overrides={
+            "FLARE_SEND_BUFFER_BYTES": "65536",
+            "FLARE_SLOW_CONSUMER_GRACE_S": "0.5",
+            "FLARE_RATE_LIMIT_PER_S": "100000",
+            "FLARE_RATE_LIMIT_BURST": "100000",
+        },
+    )
     srv.start()
     h = Harness(srv)
     try:
@@ -185,8 +199,10 @@ async def test_slow_consumer_is_disconnected(tmp_path: object) -> None:
 async def test_idle_connection_without_pongs_is_closed(tmp_path: object) -> None:
     from .conftest import ServerProcess
 
-    srv = ServerProcess(tmp_path / "hb",  # type: ignore[operator]
-                        env_overrides={"FLARE_HEARTBEAT_S": "0.3", "FLARE_HEARTBEAT_TIMEOUT_S": "0.3"})
+    srv = ServerProcess(
+        tmp_path / "hb",  # type: ignore[operator]
+        env_overrides={"FLARE_HEARTBEAT_S": "0.3", "FLARE_HEARTBEAT_TIMEOUT_S": "0.3"},
+    )
     srv.start()
     h = Harness(srv)
     try:

@@ -31,7 +31,8 @@ async def test_direct_both_directions(harness: Harness) -> None:
     assert int(ack2.msg_id) > int(ack1.msg_id)
     # The sending device gets the ack, not a push of its own message.
     await asyncio.sleep(0.2)
-    assert alice.pending_messages() == 0 and bob.pending_messages() == 0
+    assert alice.pending_messages() == 0
+    assert bob.pending_messages() == 0
 
 
 async def test_group_of_five_with_two_devices(harness: Harness) -> None:
@@ -47,7 +48,8 @@ async def test_group_of_five_with_two_devices(harness: Harness) -> None:
     for n in names:
         await devices[n].catch_up()
         notice = await devices[n].next_message()
-        assert notice.kind == "system" and notice.body["event"] == "group_created"
+        assert notice.kind == "system"
+        assert notice.body["event"] == "group_created"
     await second.catch_up()
     assert (await second.next_message()).kind == "system"
 
@@ -88,7 +90,8 @@ async def test_offline_user_syncs_exactly_the_missed_messages(harness: Harness) 
     changed = await bob2.sync()
     assert [c.conv for c in changed] == [DM]
     summary = changed[0]
-    assert summary.max_seq == sent[-1].seq and summary.unread == 25
+    assert summary.max_seq == sent[-1].seq
+    assert summary.unread == 25
     missed = await bob2.history(DM, after=1, page=10)
     assert [m.seq for m in missed] == [a.seq for a in sent]
     assert [m.body["text"] for m in missed] == [f"missed {i}" for i in range(25)]

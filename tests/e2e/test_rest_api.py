@@ -15,7 +15,8 @@ from .conftest import Harness, ServerProcess
 async def test_register_login_refresh_and_profile(server: ServerProcess) -> None:
     async with RestClient(server.api_url) as rest:
         reg = await rest.register("carol", "correct horse", display_name="Carol")
-        assert reg["user_id"] == "carol" and reg["token_type"] == "Bearer"
+        assert reg["user_id"] == "carol"
+        assert reg["token_type"] == "Bearer"
         me = await rest.me()
         assert (me["user_id"], me["display_name"], me["username"]) == ("carol", "Carol", "carol")
 
@@ -34,7 +35,8 @@ async def test_register_login_refresh_and_profile(server: ServerProcess) -> None
 
         login = await rest.login("carol", "correct horse")
         refreshed = await rest.refresh(login["refresh_token"])
-        assert refreshed["access_token"] and refreshed["refresh_token"] != login["refresh_token"]
+        assert refreshed["access_token"]
+        assert refreshed["refresh_token"] != login["refresh_token"]
         with pytest.raises(FlareError) as err:  # refresh tokens are single-use
             await rest.refresh(login["refresh_token"])
         assert err.value.code == ErrorCode.UNAUTHORIZED
@@ -103,11 +105,16 @@ async def test_profiles_groups_and_history(harness: Harness) -> None:
     assert err.value.code == ErrorCode.FORBIDDEN
     assert await adm.add_members("team", ["other", "mem"]) == ["other"]
     renamed = await adm.request("PATCH", "/v1/groups/team", json={"name": "Team 2"})
-    assert renamed["name"] == "Team 2" and renamed["member_count"] == 4
+    assert renamed["name"] == "Team 2"
+    assert renamed["member_count"] == 4
 
     members = await mem.request("GET", "/v1/groups/team/members")
     assert {m["user_id"]: m["role"] for m in members["items"]} == {
-        "owner": "owner", "adm": "admin", "mem": "member", "other": "member"}
+        "owner": "owner",
+        "adm": "admin",
+        "mem": "member",
+        "other": "member",
+    }
 
     with pytest.raises(FlareError) as err:  # an admin cannot remove the owner
         await adm.remove_member("team", "owner")
@@ -123,18 +130,24 @@ async def test_profiles_groups_and_history(harness: Harness) -> None:
 
     sent = [await mem.send("g:team", f"c{i}", {"text": f"t{i}"}) for i in range(5)]
     page = await adm.history("g:team", after=sent[0]["seq"], limit=2)
-    assert [m["seq"] for m in page["items"]] == [sent[1]["seq"], sent[2]["seq"]] and page["more"]
+    assert [m["seq"] for m in page["items"]] == [sent[1]["seq"], sent[2]["seq"]]
+    assert page["more"]
     newest = await adm.history("g:team", limit=2)
     assert [m["seq"] for m in newest["items"]] == [sent[3]["seq"], sent[4]["seq"]]
     events = [m["body"].get("event") for m in (await adm.history("g:team", limit=500))["items"]]
-    assert events[:1] == ["group_created"] and "role_changed" in events and "member_left" in events
+    assert events[:1] == ["group_created"]
+    assert "role_changed" in events
+    assert "member_left" in events
 
     convs = await adm.conversations()
     [entry] = [c for c in convs["items"] if c["conv"] == "g:team"]
-    assert (entry["name"], entry["role"], entry["member_count"], entry["unread"]) == ("Team 2", "owner", 2, 7)  # 5 messages + 2 notices of the old owner leaving
+    # unread: 5 messages + the 2 notices of the old owner leaving
+    assert (entry["name"], entry["role"], entry["member_count"], entry["unread"]) == ("Team 2", "owner", 2, 7)
     left = await owner.conversations()
     [gone] = [c for c in left["items"] if c["conv"] == "g:team"]
-    assert gone["left"] is True and gone.get("unread", 0) == 0 and "last" not in gone
+    assert gone["left"] is True
+    assert gone.get("unread", 0) == 0
+    assert "last" not in gone
 
     await adm.request("POST", "/v1/conversations/g:team/read", json={"seq": sent[-1]["seq"]})
     [entry] = [c for c in (await adm.conversations())["items"] if c["conv"] == "g:team"]
@@ -150,9 +163,14 @@ async def test_service_endpoints_and_error_shape(server: ServerProcess) -> None:
         assert "/v1/conversations/{conv}/messages" in spec["paths"]
         resp = await http.get("/v1/me")
         assert resp.status_code == 401
-        assert resp.json()["error"] == {"code": 401, "name": "unauthorized", "retryable": False,
-                                        "message": "missing Authorization: Bearer <access token>"}
+        assert resp.json()["error"] == {
+            "code": 401,
+            "name": "unauthorized",
+            "retryable": False,
+            "message": "missing Authorization: Bearer <access token>",
+        }
         resp = await http.post("/v1/auth/login", content=b"{nope", headers={"content-type": "application/json"})
-        assert resp.status_code == 400 and resp.json()["error"]["name"] == "bad_request"
+        assert resp.status_code == 400
+        assert resp.json()["error"]["name"] == "bad_request"
         resp = await http.post("/v1/auth/login", json={"username": 5})
         assert resp.status_code == 422

@@ -38,8 +38,14 @@ from flare_im.protocol.frames import (
 MAX_I64 = 2**63 - 1
 
 MESSAGE = Message(
-    conv="g:team", seq=42, msg_id="123456789012345678", sender="alice", cmid="c-42", kind="text",
-    body={"text": "héllo ✓", "mentions": ["bob"], "meta": {"n": 1, "f": 1.5, "none": None}}, ts=1_700_000_000_000,
+    conv="g:team",
+    seq=42,
+    msg_id="123456789012345678",
+    sender="alice",
+    cmid="c-42",
+    kind="text",
+    body={"text": "héllo ✓", "mentions": ["bob"], "meta": {"n": 1, "f": 1.5, "none": None}},
+    ts=1_700_000_000_000,
 )
 
 CLIENT_FRAMES: list[Any] = [
@@ -74,12 +80,42 @@ SERVER_FRAMES: list[Any] = [
     Convs(
         id=9,
         items=[
-            ConvSummary(conv="g:team", kind="group", version=5, max_seq=42, read_seq=40, unread=2, member_count=3,
-                        name="Team", avatar="t.png", role="owner", join_seq=0, last=MESSAGE),
-            ConvSummary(conv="d:alice:bob", kind="direct", version=4, max_seq=0, read_seq=0, unread=0,
-                        member_count=2, peer="bob"),
-            ConvSummary(conv="g:old", kind="group", version=3, max_seq=9, read_seq=9, unread=0, member_count=0,
-                        role="member", join_seq=2, left=True),
+            ConvSummary(
+                conv="g:team",
+                kind="group",
+                version=5,
+                max_seq=42,
+                read_seq=40,
+                unread=2,
+                member_count=3,
+                name="Team",
+                avatar="t.png",
+                role="owner",
+                join_seq=0,
+                last=MESSAGE,
+            ),
+            ConvSummary(
+                conv="d:alice:bob",
+                kind="direct",
+                version=4,
+                max_seq=0,
+                read_seq=0,
+                unread=0,
+                member_count=2,
+                peer="bob",
+            ),
+            ConvSummary(
+                conv="g:old",
+                kind="group",
+                version=3,
+                max_seq=9,
+                read_seq=9,
+                unread=0,
+                member_count=0,
+                role="member",
+                join_seq=2,
+                left=True,
+            ),
         ],
         version=5,
         more=True,
@@ -173,12 +209,14 @@ def test_defaults_fill_in_missing_optional_fields(encoding: Encoding) -> None:
     codec = ServerCodec(encoding)
     assert codec.decode(raw(encoding, {"type": "sync", "id": 1})) == Sync(id=1, since=0, limit=100)
     assert codec.decode(raw(encoding, {"type": "pull", "id": 1, "conv": "g:abc"})) == Pull(
-        id=1, conv="g:abc", after=None, before=None, limit=50)
+        id=1, conv="g:abc", after=None, before=None, limit=50
+    )
     send = codec.decode(raw(encoding, {"type": "send", "id": 1, "conv": "g:abc", "cmid": "c", "body": {}}))
     assert isinstance(send, Send)
     assert send.kind == "text"
     assert codec.decode(raw(encoding, {"type": "pull", "id": 1, "conv": "g:abc", "after": None})) == Pull(
-        id=1, conv="g:abc")
+        id=1, conv="g:abc"
+    )
 
 
 # ---------------------------------------------------------------- omit_defaults
@@ -196,17 +234,42 @@ def test_default_valued_fields_are_omitted_and_the_tag_kept(encoding: Encoding) 
     server = ServerCodec(encoding)
     client = ClientCodec(encoding)
     assert wire_dict(encoding, server.encode(Error(code=400, message="m"))) == {
-        "type": "error", "code": 400, "message": "m"}
+        "type": "error",
+        "code": 400,
+        "message": "m",
+    }
     assert wire_dict(encoding, server.encode(Error(code=400, message="m", id=0))) == {
-        "type": "error", "code": 400, "message": "m", "id": 0}
+        "type": "error",
+        "code": 400,
+        "message": "m",
+        "id": 0,
+    }
     assert wire_dict(encoding, client.encode(Pull(id=1, conv="g:abc"))) == {"type": "pull", "id": 1, "conv": "g:abc"}
     assert wire_dict(encoding, client.encode(Send(id=1, conv="g:abc", cmid="c", body={}))) == {
-        "type": "send", "id": 1, "conv": "g:abc", "cmid": "c", "body": {}}
+        "type": "send",
+        "id": 1,
+        "conv": "g:abc",
+        "cmid": "c",
+        "body": {},
+    }
     summary = ConvSummary(conv="d:a:b", kind="direct", version=1, max_seq=0, read_seq=0, unread=0, member_count=2)
     convs = wire_dict(encoding, server.encode(Convs(id=1, items=[summary], version=1)))
-    assert convs == {"type": "convs", "id": 1, "version": 1, "items": [
-        {"conv": "d:a:b", "kind": "direct", "version": 1, "max_seq": 0, "read_seq": 0, "unread": 0,
-         "member_count": 2}]}
+    assert convs == {
+        "type": "convs",
+        "id": 1,
+        "version": 1,
+        "items": [
+            {
+                "conv": "d:a:b",
+                "kind": "direct",
+                "version": 1,
+                "max_seq": 0,
+                "read_seq": 0,
+                "unread": 0,
+                "member_count": 2,
+            }
+        ],
+    }
 
 
 def test_auth_ok_protocol_default(encoding: Encoding) -> None:

@@ -31,9 +31,14 @@ def test_derived_defaults() -> None:
     assert s.effective_message_store_url == s.effective_database_url
     assert s.ws_url == "ws://0.0.0.0:9001/v1/ws"
 
-    s = Settings.load(environ={}, overrides={
-        "database_url": "postgresql://db/flare", "message_store_url": "clickhouse://ch/flare",
-        "public_ws_url": "wss://chat.example.com/v1/ws"})
+    s = Settings.load(
+        environ={},
+        overrides={
+            "database_url": "postgresql://db/flare",
+            "message_store_url": "clickhouse://ch/flare",
+            "public_ws_url": "wss://chat.example.com/v1/ws",
+        },
+    )
     assert s.effective_database_url == "postgresql://db/flare"
     assert s.effective_message_store_url == "clickhouse://ch/flare"
     assert s.ws_url == "wss://chat.example.com/v1/ws"
@@ -64,10 +69,22 @@ def test_env_overrides_with_type_coercion() -> None:
     assert s.ws_port == 8081  # untouched fields keep their default
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    ("1", True), ("true", True), ("TRUE", True), ("yes", True), ("on", True), (" On ", True),
-    ("0", False), ("false", False), ("no", False), ("off", False), ("", False),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("1", True),
+        ("true", True),
+        ("TRUE", True),
+        ("yes", True),
+        ("on", True),
+        (" On ", True),
+        ("0", False),
+        ("false", False),
+        ("no", False),
+        ("off", False),
+        ("", False),
+    ],
+)
 def test_env_bool_coercion(raw: str, expected: bool) -> None:
     s = Settings.load(environ={"FLARE_ALLOW_REGISTRATION": raw})
     assert s.allow_registration is expected
@@ -103,34 +120,43 @@ def test_load_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> No
     assert Settings.load(environ={}).ws_port == 8081
 
 
-@pytest.mark.parametrize(("name", "raw"), [
-    ("FLARE_API_PORT", "abc"),
-    ("FLARE_API_PORT", "80.5"),
-    ("FLARE_NODE_ID", ""),
-    ("FLARE_HEARTBEAT_S", "fast"),
-])
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("FLARE_API_PORT", "abc"),
+        ("FLARE_API_PORT", "80.5"),
+        ("FLARE_NODE_ID", ""),
+        ("FLARE_HEARTBEAT_S", "fast"),
+    ],
+)
 def test_env_values_that_do_not_parse_raise(name: str, raw: str) -> None:
     with pytest.raises(ValueError, match=name):
         Settings.load(environ={name: raw})
 
 
-@pytest.mark.parametrize(("name", "raw", "match"), [
-    ("FLARE_NODE_ID", "1024", "node_id"),
-    ("FLARE_NODE_ID", "-1", "node_id"),
-    ("FLARE_API_PORT", "65536", "api_port"),
-    ("FLARE_WS_PORT", "-1", "ws_port"),
-    ("FLARE_SQLITE_SYNCHRONOUS", "SOMETIMES", "sqlite_synchronous"),
-])
+@pytest.mark.parametrize(
+    ("name", "raw", "match"),
+    [
+        ("FLARE_NODE_ID", "1024", "node_id"),
+        ("FLARE_NODE_ID", "-1", "node_id"),
+        ("FLARE_API_PORT", "65536", "api_port"),
+        ("FLARE_WS_PORT", "-1", "ws_port"),
+        ("FLARE_SQLITE_SYNCHRONOUS", "SOMETIMES", "sqlite_synchronous"),
+    ],
+)
 def test_env_values_out_of_range_raise(name: str, raw: str, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         Settings.load(environ={name: raw})
 
 
-@pytest.mark.parametrize(("overrides", "match"), [
-    ({"node_id": 5000}, "node_id"),
-    ({"ws_port": 70_000}, "ws_port"),
-    ({"sqlite_synchronous": "fast"}, "sqlite_synchronous"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"node_id": 5000}, "node_id"),
+        ({"ws_port": 70_000}, "ws_port"),
+        ({"sqlite_synchronous": "fast"}, "sqlite_synchronous"),
+    ],
+)
 def test_invalid_overrides_raise(overrides: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         Settings.load(overrides, environ={})

@@ -13,8 +13,9 @@ from flare_im.services.router import IdempotencyCache
 
 
 def message(seq: int, cmid: str = "c") -> Message:
-    return Message(conv="g:x", seq=seq, msg_id=str(seq), sender="alice", cmid=cmid, kind="text",
-                   body={"text": "hi"}, ts=1)
+    return Message(
+        conv="g:x", seq=seq, msg_id=str(seq), sender="alice", cmid=cmid, kind="text", body={"text": "hi"}, ts=1
+    )
 
 
 class FakeMonotonic:

@@ -100,14 +100,26 @@ class ReadBody(BaseModel):
 
 
 def _tokens(pair: TokenPair) -> dict[str, Any]:
-    return {"user_id": pair.user_id, "access_token": pair.access_token, "refresh_token": pair.refresh_token,
-            "token_type": "Bearer", "expires_in": pair.expires_in}
+    return {
+        "user_id": pair.user_id,
+        "access_token": pair.access_token,
+        "refresh_token": pair.refresh_token,
+        "token_type": "Bearer",
+        "expires_in": pair.expires_in,
+    }
 
 
 def _group(info: GroupInfo) -> dict[str, Any]:
     g = info.group
-    return {"group_id": g.gid, "conv": info.conv, "name": g.name, "avatar": g.avatar, "owner": g.owner,
-            "created_at": g.created_at, "member_count": info.member_count}
+    return {
+        "group_id": g.gid,
+        "conv": info.conv,
+        "name": g.name,
+        "avatar": g.avatar,
+        "owner": g.owner,
+        "created_at": g.created_at,
+        "member_count": info.member_count,
+    }
 
 
 def _error(code: ErrorCode, message: str, retryable: bool) -> JSONResponse:
@@ -121,7 +133,7 @@ async def current_user(request: Request, authorization: Annotated[str | None, He
     if not authorization or not authorization.startswith("Bearer "):
         raise unauthorized("missing Authorization: Bearer <access token>")
     ctx: ApiContext = request.app.state.ctx
-    return ctx.auth.verify_access_token(authorization[len("Bearer "):].strip())
+    return ctx.auth.verify_access_token(authorization[len("Bearer ") :].strip())
 
 
 async def admin(request: Request, x_admin_key: Annotated[str | None, Header()] = None) -> None:
@@ -177,16 +189,24 @@ def build_api(ctx: ApiContext) -> FastAPI:
     async def admin_create_user(body: AdminUserBody) -> dict[str, Any]:
         """Server-to-server: a business backend creates a user (X-Admin-Key header)."""
         user = await ctx.users.create_by_admin(body.user_id, body.display_name, body.avatar)
-        return {"user_id": user.uid, "display_name": user.display_name, "avatar": user.avatar,
-                "created_at": user.created_at}
+        return {
+            "user_id": user.uid,
+            "display_name": user.display_name,
+            "avatar": user.avatar,
+            "created_at": user.created_at,
+        }
 
     @app.post("/v1/admin/users/{user_id}/tokens", tags=["admin"], dependencies=[Depends(admin)])
     async def admin_issue_token(user_id: str, body: AdminTokenBody | None = None) -> dict[str, Any]:
         """Server-to-server: issue an access token for a user, to hand to that user's app."""
         ttl = body.ttl_s if body else None
         token = await ctx.users.issue_token_by_admin(user_id, ttl)
-        return {"user_id": user_id, "access_token": token, "token_type": "Bearer",
-                "expires_in": ttl or ctx.auth.access_ttl_s}
+        return {
+            "user_id": user_id,
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": ttl or ctx.auth.access_ttl_s,
+        }
 
     # ------------------------------------------------------------------ users
 
@@ -202,8 +222,9 @@ def build_api(ctx: ApiContext) -> FastAPI:
 
     @app.patch("/v1/me", tags=["users"])
     async def update_me(uid: User, body: ProfileBody) -> dict[str, Any]:
-        return _profile(await ctx.users.update_profile(uid, display_name=body.display_name, avatar=body.avatar),
-                        private=True)
+        return _profile(
+            await ctx.users.update_profile(uid, display_name=body.display_name, avatar=body.avatar), private=True
+        )
 
     @app.get("/v1/users", tags=["users"])
     async def users(uid: User, ids: Annotated[str, Query(description="comma-separated user ids")]) -> dict[str, Any]:
@@ -214,8 +235,9 @@ def build_api(ctx: ApiContext) -> FastAPI:
 
     @app.post("/v1/groups", tags=["groups"], status_code=201)
     async def create_group(uid: User, body: GroupCreateBody) -> dict[str, Any]:
-        return _group(await ctx.groups.create(uid, name=body.name, avatar=body.avatar, members=body.members,
-                                              gid=body.group_id))
+        return _group(
+            await ctx.groups.create(uid, name=body.name, avatar=body.avatar, members=body.members, gid=body.group_id)
+        )
 
     @app.get("/v1/groups/{gid}", tags=["groups"])
     async def get_group(uid: User, gid: str) -> dict[str, Any]:
@@ -257,21 +279,32 @@ def build_api(ctx: ApiContext) -> FastAPI:
 
     @app.get("/v1/conversations/{conv}/messages", tags=["conversations"])
     async def history(
-        uid: User, conv: str,
+        uid: User,
+        conv: str,
         after: Annotated[int | None, Query(ge=0)] = None,
         before: Annotated[int | None, Query(ge=0)] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> dict[str, Any]:
         page = await ctx.sync.messages(uid, conv, after=after, before=before, limit=limit)
-        return {"conv": page.conv, "items": msgspec.to_builtins(page.items), "max_seq": page.max_seq,
-                "min_seq": page.min_seq, "more": page.more}
+        return {
+            "conv": page.conv,
+            "items": msgspec.to_builtins(page.items),
+            "max_seq": page.max_seq,
+            "min_seq": page.min_seq,
+            "more": page.more,
+        }
 
     @app.post("/v1/conversations/{conv}/messages", tags=["conversations"])
     async def send(uid: User, conv: str, body: SendBody) -> dict[str, Any]:
         """Send as the token's user (bots, business systems): same path and ack as the WebSocket."""
         message, duplicate = await ctx.router.send(uid, conv, body.cmid, body.kind, body.body)
-        return {"conv": message.conv, "seq": message.seq, "msg_id": message.msg_id, "ts": message.ts,
-                "duplicate": duplicate}
+        return {
+            "conv": message.conv,
+            "seq": message.seq,
+            "msg_id": message.msg_id,
+            "ts": message.ts,
+            "duplicate": duplicate,
+        }
 
     @app.post("/v1/conversations/{conv}/read", tags=["conversations"], status_code=204)
     async def mark_read(uid: User, conv: str, body: ReadBody) -> None:

@@ -42,7 +42,7 @@ def parse_sqlite_url(url: str) -> str:
     """``sqlite:///relative/path.db`` or ``sqlite:////abs/path.db`` or ``sqlite://:memory:`` -> path."""
     if not url.startswith("sqlite://"):
         raise ValueError(f"not a sqlite URL: {url!r}")
-    rest = url[len("sqlite://"):]
+    rest = url[len("sqlite://") :]
     if rest in (":memory:", "/:memory:"):
         return ":memory:"
     if not rest.startswith("/"):

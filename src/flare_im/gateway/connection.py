@@ -92,7 +92,7 @@ def _peek_id(data: bytes, binary: bool) -> int | None:
         return None
 
 
-class ClientConnection(WSListener):  # type: ignore[misc]
+class ClientConnection(WSListener):
     def __init__(self, ctx: GatewayContext, encoding: Encoding) -> None:
         self.ctx = ctx
         self.encoding = encoding
@@ -215,8 +215,14 @@ class ClientConnection(WSListener):  # type: ignore[misc]
         if replaced is not None and replaced is not self:
             replaced.kick(CloseCode.REPLACED, "the same device connected again", reconnect=False)
         self._reply(
-            AuthOk(id=frame.id, user=user, device=frame.device, session=self.session, server_ts=now_ms(),
-                   heartbeat_s=ctx.limits.heartbeat_s)
+            AuthOk(
+                id=frame.id,
+                user=user,
+                device=frame.device,
+                session=self.session,
+                server_ts=now_ms(),
+                heartbeat_s=ctx.limits.heartbeat_s,
+            )
         )
 
     async def _send(self, frame: Send) -> None:
@@ -228,8 +234,14 @@ class ClientConnection(WSListener):  # type: ignore[misc]
             self._reply_error(frame.id, exc)
             return
         self._reply(
-            Ack(id=frame.id, conv=message.conv, seq=message.seq, msg_id=message.msg_id, ts=message.ts,
-                duplicate=duplicate)
+            Ack(
+                id=frame.id,
+                conv=message.conv,
+                seq=message.seq,
+                msg_id=message.msg_id,
+                ts=message.ts,
+                duplicate=duplicate,
+            )
         )
 
     async def _request(self, frame: ClientFrame) -> None:
@@ -246,10 +258,12 @@ class ClientConnection(WSListener):  # type: ignore[misc]
                 page = await sync.conversations(self.user, since=frame.since, limit=frame.limit)
                 reply = Convs(id=frame.id, items=page.items, version=page.version, more=page.more)
             elif isinstance(frame, Pull):
-                mp = await sync.messages(self.user, frame.conv, after=frame.after, before=frame.before,
-                                         limit=frame.limit)
-                reply = Messages(id=frame.id, conv=mp.conv, items=mp.items, max_seq=mp.max_seq,
-                                 min_seq=mp.min_seq, more=mp.more)
+                mp = await sync.messages(
+                    self.user, frame.conv, after=frame.after, before=frame.before, limit=frame.limit
+                )
+                reply = Messages(
+                    id=frame.id, conv=mp.conv, items=mp.items, max_seq=mp.max_seq, min_seq=mp.min_seq, more=mp.more
+                )
             else:  # pragma: no cover - the codec admits no other frame
                 raise FlareError(ErrorCode.BAD_REQUEST, f"unexpected frame {type(frame).__name__}")
         except FlareError as exc:
@@ -291,8 +305,11 @@ class ClientConnection(WSListener):  # type: ignore[misc]
     def kick(self, code: int, reason: str, *, reconnect: bool, retry_after_ms: int = 0) -> None:
         if self._closed:
             return
-        self.push(encode_for(self.encoding, Kick(code=code, reason=reason, reconnect=reconnect,
-                                                  retry_after_ms=retry_after_ms)))
+        self.push(
+            encode_for(
+                self.encoding, Kick(code=code, reason=reason, reconnect=reconnect, retry_after_ms=retry_after_ms)
+            )
+        )
         self._close(code, reason)
 
     def in_flight(self) -> list[asyncio.Task[None]]:

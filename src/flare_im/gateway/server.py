@@ -33,16 +33,15 @@ def _choose(request: WSUpgradeRequest) -> tuple[Encoding, str | None] | None:
         return None
 
 
-async def start_ws_server(ctx: GatewayContext, host: str, port: int, *, heartbeat_s: float,
-                          heartbeat_timeout_s: float) -> asyncio.Server:
+async def start_ws_server(
+    ctx: GatewayContext, host: str, port: int, *, heartbeat_s: float, heartbeat_timeout_s: float
+) -> asyncio.Server:
     def factory(request: WSUpgradeRequest) -> ClientConnection | WSUpgradeResponseWithListener | None:
         path = urlsplit(request.path.decode("latin-1")).path
         if path != WS_PATH:
             return None
         if not ctx.accepting:
-            return WSUpgradeResponseWithListener(
-                WSUpgradeResponse.create_error_response(503, b"shutting down"), None
-            )
+            return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(503, b"shutting down"), None)
         chosen = _choose(request)
         if chosen is None:
             return WSUpgradeResponseWithListener(

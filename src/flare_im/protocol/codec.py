@@ -7,7 +7,7 @@ direction: ``ServerCodec`` decodes client frames and encodes server frames; ``Cl
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
 import msgspec
@@ -18,7 +18,7 @@ from flare_im.protocol.frames import ClientFrame, ServerFrame
 DEFAULT_MAX_FRAME_BYTES = 64 * 1024
 
 
-class Encoding(str, Enum):
+class Encoding(StrEnum):
     JSON = "json"
     MSGPACK = "msgpack"
 

@@ -197,6 +197,12 @@ ServerFrame = AuthOk | Ack | Ok | Msg | Receipt | Convs | Messages | Pong | Erro
 
 def msg_from_message(m: Message) -> Msg:
     return Msg(
-        conv=m.conv, seq=m.seq, msg_id=m.msg_id, sender=m.sender, cmid=m.cmid, kind=m.kind,
-        body=m.body, ts=m.ts,
+        conv=m.conv,
+        seq=m.seq,
+        msg_id=m.msg_id,
+        sender=m.sender,
+        cmid=m.cmid,
+        kind=m.kind,
+        body=m.body,
+        ts=m.ts,
     )

@@ -63,7 +63,7 @@ class _ConvState:
     pulling: bool = False
 
 
-class _Listener(WSListener):  # type: ignore[misc]
+class _Listener(WSListener):
     def __init__(self, client: FlareClient) -> None:
         self._client = client
 
@@ -71,7 +71,7 @@ class _Listener(WSListener):  # type: ignore[misc]
         if frame.msg_type in (WSMsgType.TEXT, WSMsgType.BINARY):
             self._client._on_data(frame.get_payload_as_bytes())
         elif frame.msg_type is WSMsgType.CLOSE:
-            self._client.last_close_code = int(frame.get_close_code())
+            self._client.last_close_code = frame.get_close_code().value
             transport.send_close(frame.get_close_code())
             transport.disconnect()
 
@@ -127,12 +127,19 @@ class FlareClient:
 
     async def _open(self) -> AuthOk:
         headers = {"Sec-WebSocket-Protocol": f"flare.v1.{self.encoding.value}"}
-        transport, _ = await ws_connect(lambda: _Listener(self), self.url, extra_headers=headers,
-                                        enable_auto_ping=False, max_frame_size=64 * 1024 * 1024)
+        transport, _ = await ws_connect(
+            lambda: _Listener(self),
+            self.url,
+            extra_headers=headers,
+            enable_auto_ping=False,
+            max_frame_size=64 * 1024 * 1024,
+        )
         self._transport = transport
         self.last_close_code = None
-        reply = await self._request(Auth(id=next(self._ids), token=self.token, device=self.device,
-                                         platform=self._platform), require_connected=False)
+        reply = await self._request(
+            Auth(id=next(self._ids), token=self.token, device=self.device, platform=self._platform),
+            require_connected=False,
+        )
         if not isinstance(reply, AuthOk):  # pragma: no cover - the server sends auth_ok or error
             raise FlareError(ErrorCode.INTERNAL, f"unexpected reply to auth: {reply!r}")
         self.user, self.session = reply.user, reply.session
@@ -211,8 +218,9 @@ class FlareClient:
 
     # ------------------------------------------------------------------ requests
 
-    async def _request(self, frame: ClientFrame, *, require_connected: bool = True,
-                       timeout: float | None = None) -> ServerFrame:
+    async def _request(
+        self, frame: ClientFrame, *, require_connected: bool = True, timeout: float | None = None
+    ) -> ServerFrame:
         if require_connected:
             await asyncio.wait_for(self._connected.wait(), timeout or self.request_timeout)
         transport = self._transport
@@ -230,8 +238,16 @@ class FlareClient:
             raise FlareError(ErrorCode(reply.code), reply.message, retryable=reply.retryable)
         return reply
 
-    async def send(self, conv: str, text: str | None = None, *, body: dict[str, Any] | None = None,
-                   kind: str = "text", cmid: str | None = None, attempts: int = 8) -> Ack:
+    async def send(
+        self,
+        conv: str,
+        text: str | None = None,
+        *,
+        body: dict[str, Any] | None = None,
+        kind: str = "text",
+        cmid: str | None = None,
+        attempts: int = 8,
+    ) -> Ack:
         """Send a message and return the server's ack (stored durably). Retries with the same client
         message id on timeouts, disconnects and retryable errors."""
         if body is None:
@@ -283,8 +299,9 @@ class FlareClient:
         self.version = max(self.version, version)
         return out
 
-    async def pull(self, conv: str, *, after: int | None = None, before: int | None = None,
-                   limit: int = 50) -> Messages:
+    async def pull(
+        self, conv: str, *, after: int | None = None, before: int | None = None, limit: int = 50
+    ) -> Messages:
         reply = await self._request(Pull(id=next(self._ids), conv=conv, after=after, before=before, limit=limit))
         assert isinstance(reply, Messages)
         return reply
@@ -336,9 +353,20 @@ class FlareClient:
             log.warning("undecodable frame from server: %s", exc)
             return
         if isinstance(frame, Msg):
-            self._seen(frame.conv, frame.seq, Message(
-                conv=frame.conv, seq=frame.seq, msg_id=frame.msg_id, sender=frame.sender, cmid=frame.cmid,
-                kind=frame.kind, body=frame.body, ts=frame.ts))
+            self._seen(
+                frame.conv,
+                frame.seq,
+                Message(
+                    conv=frame.conv,
+                    seq=frame.seq,
+                    msg_id=frame.msg_id,
+                    sender=frame.sender,
+                    cmid=frame.cmid,
+                    kind=frame.kind,
+                    body=frame.body,
+                    ts=frame.ts,
+                ),
+            )
         elif isinstance(frame, Receipt):
             self._receipts.put_nowait(frame)
         elif isinstance(frame, Kick):

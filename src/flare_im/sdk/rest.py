@@ -10,8 +10,9 @@ from flare_im.protocol.errors import ErrorCode, FlareError
 
 
 class RestClient:
-    def __init__(self, base_url: str, *, token: str | None = None, admin_key: str | None = None,
-                 timeout: float = 30.0) -> None:
+    def __init__(
+        self, base_url: str, *, token: str | None = None, admin_key: str | None = None, timeout: float = 30.0
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self._admin_key = admin_key
@@ -29,8 +30,9 @@ class RestClient:
     def with_token(self, token: str) -> RestClient:
         return RestClient(self.base_url, token=token, admin_key=self._admin_key)
 
-    async def request(self, method: str, path: str, *, json: Any = None, params: Any = None,
-                      admin: bool = False) -> Any:
+    async def request(
+        self, method: str, path: str, *, json: Any = None, params: Any = None, admin: bool = False
+    ) -> Any:
         headers: dict[str, str] = {}
         if self.token and not admin:
             headers["Authorization"] = f"Bearer {self.token}"
@@ -42,21 +44,24 @@ class RestClient:
                 err = resp.json()["error"]
                 raise FlareError(ErrorCode(err["code"]), err["message"], retryable=err["retryable"])
             except (ValueError, KeyError):
-                raise FlareError(ErrorCode.INTERNAL if resp.status_code >= 500 else ErrorCode.BAD_REQUEST,
-                                 f"HTTP {resp.status_code}: {resp.text[:200]}") from None
+                raise FlareError(
+                    ErrorCode.INTERNAL if resp.status_code >= 500 else ErrorCode.BAD_REQUEST,
+                    f"HTTP {resp.status_code}: {resp.text[:200]}",
+                ) from None
         return None if resp.status_code == 204 else resp.json()
 
     # accounts
     async def register(self, username: str, password: str, display_name: str = "") -> dict[str, Any]:
         out: dict[str, Any] = await self.request(
-            "POST", "/v1/auth/register", json={"username": username, "password": password,
-                                               "display_name": display_name})
+            "POST", "/v1/auth/register", json={"username": username, "password": password, "display_name": display_name}
+        )
         self.token = out["access_token"]
         return out
 
     async def login(self, username: str, password: str) -> dict[str, Any]:
         out: dict[str, Any] = await self.request(
-            "POST", "/v1/auth/login", json={"username": username, "password": password})
+            "POST", "/v1/auth/login", json={"username": username, "password": password}
+        )
         self.token = out["access_token"]
         return out
 
@@ -67,13 +72,17 @@ class RestClient:
 
     async def admin_create_user(self, user_id: str, display_name: str = "", avatar: str = "") -> dict[str, Any]:
         out: dict[str, Any] = await self.request(
-            "POST", "/v1/admin/users", admin=True,
-            json={"user_id": user_id, "display_name": display_name, "avatar": avatar})
+            "POST",
+            "/v1/admin/users",
+            admin=True,
+            json={"user_id": user_id, "display_name": display_name, "avatar": avatar},
+        )
         return out
 
     async def admin_issue_token(self, user_id: str, ttl_s: int | None = None) -> str:
-        out = await self.request("POST", f"/v1/admin/users/{user_id}/tokens", admin=True,
-                                 json={"ttl_s": ttl_s} if ttl_s else None)
+        out = await self.request(
+            "POST", f"/v1/admin/users/{user_id}/tokens", admin=True, json={"ttl_s": ttl_s} if ttl_s else None
+        )
         token: str = out["access_token"]
         return token
 
@@ -89,7 +98,8 @@ class RestClient:
     # groups
     async def create_group(self, name: str, members: list[str], *, group_id: str | None = None) -> dict[str, Any]:
         out: dict[str, Any] = await self.request(
-            "POST", "/v1/groups", json={"name": name, "members": members, "group_id": group_id})
+            "POST", "/v1/groups", json={"name": name, "members": members, "group_id": group_id}
+        )
         return out
 
     async def add_members(self, group_id: str, user_ids: list[str]) -> list[str]:
@@ -106,11 +116,13 @@ class RestClient:
     # messages
     async def send(self, conv: str, cmid: str, body: dict[str, Any], kind: str = "text") -> dict[str, Any]:
         out: dict[str, Any] = await self.request(
-            "POST", f"/v1/conversations/{conv}/messages", json={"cmid": cmid, "kind": kind, "body": body})
+            "POST", f"/v1/conversations/{conv}/messages", json={"cmid": cmid, "kind": kind, "body": body}
+        )
         return out
 
-    async def history(self, conv: str, *, after: int | None = None, before: int | None = None,
-                      limit: int = 50) -> dict[str, Any]:
+    async def history(
+        self, conv: str, *, after: int | None = None, before: int | None = None, limit: int = 50
+    ) -> dict[str, Any]:
         params = {k: v for k, v in (("after", after), ("before", before), ("limit", limit)) if v is not None}
         out: dict[str, Any] = await self.request("GET", f"/v1/conversations/{conv}/messages", params=params)
         return out

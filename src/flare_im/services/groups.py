@@ -64,7 +64,9 @@ class GroupService:
         except AlreadyExists:
             raise FlareError(ErrorCode.CONFLICT, f"group {gid!r} already exists") from None
         await self._router.send_system(
-            owner, conv, {"event": "group_created", "actor": owner, "name": name, "users": [owner, *others]},
+            owner,
+            conv,
+            {"event": "group_created", "actor": owner, "name": name, "users": [owner, *others]},
             [owner, *others],
         )
         return GroupInfo(group, len(rows), conv)
@@ -136,8 +138,9 @@ class GroupService:
             heir = next((m for m in rest if m.role == ADMIN), rest[0] if rest else None)
             if heir is not None:
                 await self._conversations.set_role(conv, heir.uid, OWNER, self._clock.next())
-                await self._notify(uid, conv, {"event": "role_changed", "actor": uid, "users": [heir.uid],
-                                               "role": OWNER})
+                await self._notify(
+                    uid, conv, {"event": "role_changed", "actor": uid, "users": [heir.uid], "role": OWNER}
+                )
         await self._notify(uid, conv, {"event": "member_left", "actor": uid, "users": [uid]})
         await self._conversations.remove_member(conv, uid, self._clock.next())
 

@@ -134,8 +134,15 @@ class MessageRouter:
         return message
 
     async def _append(
-        self, sender: str, conv: str, cmid: str, kind: str, body: dict[str, Any], key: tuple[str, str],
-        *, mark_read: bool = False,
+        self,
+        sender: str,
+        conv: str,
+        cmid: str,
+        kind: str,
+        body: dict[str, Any],
+        key: tuple[str, str],
+        *,
+        mark_read: bool = False,
     ) -> Message:
         pending: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._idempotency.put(key, pending)
@@ -143,8 +150,14 @@ class MessageRouter:
         try:
             seq = await self._sequencer.next_seq(conv)
             message = Message(
-                conv=conv, seq=seq, msg_id=str(self._ids.next_id()), sender=sender, cmid=cmid, kind=kind,
-                body=body, ts=now_ms(),
+                conv=conv,
+                seq=seq,
+                msg_id=str(self._ids.next_id()),
+                sender=sender,
+                cmid=cmid,
+                kind=kind,
+                body=body,
+                ts=now_ms(),
             )
             # No await between taking the version and queueing the append: versions commit in order.
             appended = self._log.append(message, self._clock.next())

@@ -105,9 +105,7 @@ class SyncService:
         version = page[-1][0] if page else since
         return ConvPage(items=items, version=version, more=len(changed) > limit)
 
-    async def messages(
-        self, uid: str, conv: str, *, after: int | None, before: int | None, limit: int
-    ) -> MessagePage:
+    async def messages(self, uid: str, conv: str, *, after: int | None, before: int | None, limit: int) -> MessagePage:
         member = await self._conversations.member_for_read(uid, conv)
         max_seq = await self._log.max_seq(conv)
         floor = member.join_seq  # the member reads seq > join_seq

@@ -28,8 +28,9 @@ class UserService:
         if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
             raise invalid(f"password must be {MIN_PASSWORD}-{MAX_PASSWORD} characters")
         _check_profile(display_name, "")
-        user = User(uid=username, username=username, display_name=display_name or username, avatar="",
-                    created_at=now_ms())
+        user = User(
+            uid=username, username=username, display_name=display_name or username, avatar="", created_at=now_ms()
+        )
         try:
             await self._users.create_user(user, await self._auth.hash_password(password))
         except AlreadyExists:

@@ -30,8 +30,14 @@ _decode_body = msgspec.json.Decoder(dict[str, Any]).decode
 
 def _row_to_message(row: Any) -> Message:
     return Message(
-        conv=row[0], seq=row[1], msg_id=str(row[2]), sender=row[3], cmid=row[4], kind=row[5],
-        body=_decode_body(row[6]), ts=row[7],
+        conv=row[0],
+        seq=row[1],
+        msg_id=str(row[2]),
+        sender=row[3],
+        cmid=row[4],
+        kind=row[5],
+        body=_decode_body(row[6]),
+        ts=row[7],
     )
 
 
@@ -42,8 +48,14 @@ class SqliteMessageLog:
 
     async def append(self, message: Message, version: int) -> None:
         row = (
-            message.conv, message.seq, int(message.msg_id), message.sender, message.cmid, message.kind,
-            _encode(message.body), message.ts,
+            message.conv,
+            message.seq,
+            int(message.msg_id),
+            message.sender,
+            message.cmid,
+            message.kind,
+            _encode(message.body),
+            message.ts,
         )
         head = (message.conv, message.seq, version)
 
@@ -64,7 +76,7 @@ class SqliteMessageLog:
     async def heads(self, convs: Sequence[str]) -> dict[str, ConvHead]:
         out: dict[str, ConvHead] = {}
         for i in range(0, len(convs), 500):
-            chunk = list(convs[i:i + 500])
+            chunk = list(convs[i : i + 500])
             marks = ",".join("?" * len(chunk))
             rows = self._db.fetchall(
                 f"SELECT h.conv, h.max_seq, h.version, {', '.join('m.' + c.strip() for c in _COLUMNS.split(','))}"

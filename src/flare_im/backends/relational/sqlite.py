@@ -36,8 +36,14 @@ def _user(row: Any) -> User:
 
 def _member(row: Any) -> Member:
     return Member(
-        conv=row[0], uid=row[1], role=row[2], join_seq=row[3], read_seq=row[4], delivered_seq=row[5],
-        version=row[6], left=bool(row[7]),
+        conv=row[0],
+        uid=row[1],
+        role=row[2],
+        join_seq=row[3],
+        read_seq=row[4],
+        delivered_seq=row[5],
+        version=row[6],
+        left=bool(row[7]),
     )
 
 
@@ -89,9 +95,10 @@ class SqliteRelational:
     async def get_users(self, uids: Sequence[str]) -> list[User]:
         out: list[User] = []
         for i in range(0, len(uids), 500):
-            chunk = list(uids[i:i + 500])
+            chunk = list(uids[i : i + 500])
             marks = ",".join("?" * len(chunk))
-            out += [_user(r) for r in self._db.fetchall(f"SELECT {_USER_COLS} FROM users WHERE uid IN ({marks})", chunk)]
+            rows = self._db.fetchall(f"SELECT {_USER_COLS} FROM users WHERE uid IN ({marks})", chunk)
+            out += [_user(r) for r in rows]
         return out
 
     async def get_credentials(self, username: str) -> tuple[str, str] | None:
@@ -103,8 +110,7 @@ class SqliteRelational:
     async def update_profile(self, uid: str, *, display_name: str | None, avatar: str | None) -> None:
         def op(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "UPDATE users SET display_name = coalesce(?, display_name), avatar = coalesce(?, avatar)"
-                " WHERE uid = ?",
+                "UPDATE users SET display_name = coalesce(?, display_name), avatar = coalesce(?, avatar) WHERE uid = ?",
                 (display_name, avatar, uid),
             )
 
@@ -175,7 +181,9 @@ class SqliteRelational:
 
     async def set_role(self, conv: str, uid: str, role: str, version: int) -> None:
         def op(conn: sqlite3.Connection) -> None:
-            conn.execute("UPDATE members SET role = ?, version = ? WHERE uid = ? AND conv = ?", (role, version, uid, conv))
+            conn.execute(
+                "UPDATE members SET role = ?, version = ? WHERE uid = ? AND conv = ?", (role, version, uid, conv)
+            )
 
         await self._db.write(op)
 
