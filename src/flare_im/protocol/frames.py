@@ -195,14 +195,14 @@ class Kick(_Frame, tag="kick"):
 ServerFrame = AuthOk | Ack | Ok | Msg | Receipt | Convs | Messages | Pong | Error | Kick
 
 
+_MESSAGE_FIELDS = Message.__struct_fields__
+
+
 def msg_from_message(m: Message) -> Msg:
-    return Msg(
-        conv=m.conv,
-        seq=m.seq,
-        msg_id=m.msg_id,
-        sender=m.sender,
-        cmid=m.cmid,
-        kind=m.kind,
-        body=m.body,
-        ts=m.ts,
-    )
+    """The ``msg`` push of a stored message (same fields, tagged)."""
+    return Msg(*[getattr(m, f) for f in _MESSAGE_FIELDS])
+
+
+def message_from_msg(m: Msg) -> Message:
+    """The message carried by a ``msg`` push."""
+    return Message(*[getattr(m, f) for f in _MESSAGE_FIELDS])

@@ -47,6 +47,7 @@ from flare_im.protocol.frames import (
     Send,
     ServerFrame,
     Sync,
+    message_from_msg,
 )
 
 log = logging.getLogger(__name__)
@@ -353,20 +354,7 @@ class FlareClient:
             log.warning("undecodable frame from server: %s", exc)
             return
         if isinstance(frame, Msg):
-            self._seen(
-                frame.conv,
-                frame.seq,
-                Message(
-                    conv=frame.conv,
-                    seq=frame.seq,
-                    msg_id=frame.msg_id,
-                    sender=frame.sender,
-                    cmid=frame.cmid,
-                    kind=frame.kind,
-                    body=frame.body,
-                    ts=frame.ts,
-                ),
-            )
+            self._seen(frame.conv, frame.seq, message_from_msg(frame))
         elif isinstance(frame, Receipt):
             self._receipts.put_nowait(frame)
         elif isinstance(frame, Kick):
