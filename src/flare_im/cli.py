@@ -21,6 +21,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", help="where embedded data lives (FLARE_DATA_DIR, default ./flare-data)")
     serve.add_argument("--node-id", type=int, help="0..1023, unique per node (FLARE_NODE_ID, default 0)")
     serve.add_argument("--log-level", help="DEBUG, INFO, WARNING (FLARE_LOG_LEVEL, default INFO)")
+    from flare_im.benchmark.cli import add_parser
+
+    add_parser(sub)
     return parser
 
 
@@ -45,6 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
             return asyncio.run(serve(settings))
         return uvloop.run(serve(settings))
+    if args.command == "bench":
+        from flare_im.benchmark.cli import run
+
+        return run(args)
     return 2
 
 

@@ -57,6 +57,15 @@ class AdminUserBody(BaseModel):
     avatar: str = Field(default="", max_length=1024)
 
 
+class AdminUsersBody(BaseModel):
+    users: list[AdminUserBody] = Field(min_length=1, max_length=1000)
+
+
+class AdminTokensBody(BaseModel):
+    user_ids: list[str] = Field(min_length=1, max_length=1000)
+    ttl_s: int | None = None
+
+
 class AdminTokenBody(BaseModel):
     ttl_s: int | None = None
 
@@ -195,6 +204,18 @@ def build_api(ctx: ApiContext) -> FastAPI:
             "avatar": user.avatar,
             "created_at": user.created_at,
         }
+
+    @app.post("/v1/admin/users:batch", tags=["admin"], dependencies=[Depends(admin)])
+    async def admin_import_users(body: AdminUsersBody) -> dict[str, Any]:
+        """Server-to-server: create up to 1000 users in one call (existing ids are reported, not changed)."""
+        created, existing = await ctx.users.import_by_admin([(u.user_id, u.display_name, u.avatar) for u in body.users])
+        return {"created": created, "existing": existing}
+
+    @app.post("/v1/admin/tokens", tags=["admin"], dependencies=[Depends(admin)])
+    async def admin_issue_tokens(body: AdminTokensBody) -> dict[str, Any]:
+        """Server-to-server: access tokens for up to 1000 users in one call."""
+        tokens = await ctx.users.issue_tokens_by_admin(body.user_ids, body.ttl_s)
+        return {"tokens": tokens, "token_type": "Bearer", "expires_in": body.ttl_s or ctx.auth.access_ttl_s}
 
     @app.post("/v1/admin/users/{user_id}/tokens", tags=["admin"], dependencies=[Depends(admin)])
     async def admin_issue_token(user_id: str, body: AdminTokenBody | None = None) -> dict[str, Any]:

@@ -79,6 +79,17 @@ class RestClient:
         )
         return out
 
+    async def admin_import_users(self, user_ids: list[str]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = await self.request(
+            "POST", "/v1/admin/users:batch", admin=True, json={"users": [{"user_id": u} for u in user_ids]}
+        )
+        return out
+
+    async def admin_issue_tokens(self, user_ids: list[str], ttl_s: int | None = None) -> dict[str, str]:
+        out = await self.request("POST", "/v1/admin/tokens", admin=True, json={"user_ids": user_ids, "ttl_s": ttl_s})
+        tokens: dict[str, str] = out["tokens"]
+        return tokens
+
     async def admin_issue_token(self, user_id: str, ttl_s: int | None = None) -> str:
         out = await self.request(
             "POST", f"/v1/admin/users/{user_id}/tokens", admin=True, json={"ttl_s": ttl_s} if ttl_s else None

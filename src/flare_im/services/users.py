@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from flare_im.backends.relational.base import AlreadyExists, User, UserStore
 from flare_im.ids import now_ms
 from flare_im.protocol.errors import ErrorCode, FlareError, invalid, not_found, unauthorized
@@ -12,6 +14,7 @@ MIN_PASSWORD = 8
 MAX_PASSWORD = 256
 MAX_DISPLAY_NAME = 128
 MAX_AVATAR = 1024
+MAX_IMPORT = 1000
 
 
 class UserService:
@@ -54,6 +57,36 @@ class UserService:
         except AlreadyExists:
             raise FlareError(ErrorCode.CONFLICT, f"user {uid!r} already exists") from None
         return user
+
+    async def import_by_admin(self, users: list[tuple[str, str, str]]) -> tuple[list[str], list[str]]:
+        """Create many ``(uid, display_name, avatar)`` users at once (they share commits). Returns the ids
+        created and the ids that already existed; an invalid entry fails the whole request first."""
+        if len(users) > MAX_IMPORT:
+            raise invalid(f"at most {MAX_IMPORT} users per request")
+        for uid, display_name, avatar in users:
+            check_id(uid, "user id")
+            _check_profile(display_name, avatar)
+        results = await asyncio.gather(
+            *(self.create_by_admin(uid, name, avatar) for uid, name, avatar in users), return_exceptions=True
+        )
+        created, existing = [], []
+        for (uid, _, _), result in zip(users, results, strict=True):
+            if isinstance(result, FlareError) and result.code == ErrorCode.CONFLICT:
+                existing.append(uid)
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                created.append(uid)
+        return created, existing
+
+    async def issue_tokens_by_admin(self, uids: list[str], ttl_s: int | None = None) -> dict[str, str]:
+        if len(uids) > MAX_IMPORT:
+            raise invalid(f"at most {MAX_IMPORT} users per request")
+        found = {u.uid for u in await self._users.get_users(uids)}
+        missing = [u for u in uids if u not in found]
+        if missing:
+            raise not_found(f"no such user: {', '.join(missing[:5])}")
+        return {uid: await self.issue_token_by_admin(uid, ttl_s) for uid in dict.fromkeys(uids)}
 
     async def issue_token_by_admin(self, uid: str, ttl_s: int | None = None) -> str:
         if await self._users.get_user(uid) is None:

@@ -1,0 +1,118 @@
+"""`flare bench {p2p,relay,group,idle}`: arguments, the runs they imply, and the report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from flare_im.benchmark.runner import (
+    LoadOptions,
+    Server,
+    bench_group,
+    bench_idle,
+    bench_p2p,
+    connect_flare,
+    machine,
+    spawn_flare,
+    spawn_relay,
+)
+
+
+def add_parser(sub: Any) -> None:
+    bench = sub.add_parser("bench", help="measure throughput, latency and memory (see docs/performance.md)")
+    kinds = bench.add_subparsers(dest="bench", required=True)
+    p2p = kinds.add_parser("p2p", help="1:1 load: pairs of clients sending to each other through Flare")
+    p2p.add_argument("--pairs", type=int, default=500)
+    p2p.add_argument(
+        "--compare-relay",
+        action="store_true",
+        help="also run the same load against the bare relay and report ratio_to_relay",
+    )
+    relay = kinds.add_parser("relay", help="the same 1:1 load against the bare picows relay (the ceiling)")
+    relay.add_argument("--pairs", type=int, default=500)
+    group = kinds.add_parser("group", help="fan-out load: one large group, some members sending")
+    group.add_argument("--members", type=int, default=1000)
+    group.add_argument("--senders", type=int, default=10)
+    idle = kinds.add_parser("idle", help="server memory per authenticated idle connection")
+    idle.add_argument("--connections", type=int, default=10_000)
+    idle.add_argument("--hold", type=float, default=3.0, help="seconds to hold the connections before measuring")
+    for p in (p2p, relay, group, idle):
+        p.add_argument("--window", type=int, default=10, help="messages in flight per sending client")
+        p.add_argument("--rate", type=float, default=0.0, help="fixed offered load in msgs/s (0: saturate)")
+        p.add_argument("--duration", type=float, default=10.0, help="measured seconds")
+        p.add_argument("--warmup", type=float, default=1.0, help="seconds of load before measuring")
+        p.add_argument("--size", type=int, default=64, help="message text bytes")
+        p.add_argument("--workers", type=int, default=1, help="load-generator processes")
+        p.add_argument("--spawn", action="store_true", help="start a fresh server for the run (default)")
+        p.add_argument("--url", help="API URL of a running Flare server instead of spawning one")
+        p.add_argument("--admin-key", help="admin API key of that server")
+        p.add_argument("--server-pid", type=int, help="pid of that server, for its CPU and RSS")
+        p.add_argument("--server-cpu", type=int, help="pin the spawned server to this CPU")
+        p.add_argument("--load-cpu", type=int, help="pin the load processes to this CPU")
+        p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _options(args: argparse.Namespace) -> LoadOptions:
+    return LoadOptions(
+        window=args.window,
+        rate=args.rate,
+        duration_s=args.duration,
+        warmup_s=args.warmup,
+        payload_bytes=args.size,
+        workers=args.workers,
+        load_cpu=args.load_cpu,
+    )
+
+
+def _flare(args: argparse.Namespace) -> Server:
+    if args.url:
+        if not args.admin_key:
+            raise SystemExit("flare bench: --url needs --admin-key")
+        return connect_flare(args.url.rstrip("/"), args.admin_key, args.server_pid)
+    return spawn_flare(args.server_cpu)
+
+
+def _with(server: Server, fn: Any, *a: Any) -> dict[str, Any]:
+    try:
+        result: dict[str, Any] = fn(server, *a)
+        return result
+    finally:
+        server.stop()
+
+
+def run(args: argparse.Namespace) -> int:
+    opts = _options(args)
+    report: dict[str, Any]
+    if args.bench == "relay":
+        report = _with(spawn_relay(args.server_cpu), bench_p2p, args.pairs, opts)
+    elif args.bench == "p2p":
+        report = _with(_flare(args), bench_p2p, args.pairs, opts)
+        if args.compare_relay:
+            relay = _with(spawn_relay(args.server_cpu), bench_p2p, args.pairs, opts)
+            report["relay"] = {
+                k: relay[k] for k in ("delivered_per_s", "acked_per_s", "latency_ms", "server", "load", "loss")
+            }
+            ceiling = relay["delivered_per_s"]
+            report["ratio_to_relay"] = round(report["delivered_per_s"] / ceiling, 3) if ceiling else None
+    elif args.bench == "group":
+        report = _with(_flare(args), bench_group, args.members, args.senders, opts)
+    else:
+        report = _with(_flare(args), bench_idle, args.connections, opts, args.hold)
+    report["pinning"] = {"server_cpu": args.server_cpu, "load_cpu": args.load_cpu}
+    report["machine"] = machine()
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_human(report)
+    return 0 if report.get("loss", 0) == 0 and not report.get("connect_errors") else 1
+
+
+def _print_human(report: dict[str, Any]) -> None:
+    out = sys.stdout
+    out.write(f"{report['benchmark']} against {report['target']}\n")
+    for key, value in report.items():
+        if key in ("benchmark", "target"):
+            continue
+        out.write(f"  {key}: {value}\n")

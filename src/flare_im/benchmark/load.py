@@ -1,0 +1,367 @@
+"""Load-generator worker process: many WebSocket clients on one uvloop, driven by a plan.
+
+It speaks either Flare's protocol (``send``/``ack``/``msg``) or the bare relay's, with the same flow
+control: each sending client keeps at most ``window`` messages unacknowledged, and either refills its
+window on every ack (saturating) or follows a fixed global rate. Timestamps are taken here, by the load
+generator: a message carries its send time (CLOCK_MONOTONIC, the same in every process of the machine),
+the receiving client subtracts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import resource
+import time
+from array import array
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+import msgspec
+from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+
+FLARE = "flare"
+RELAY = "relay"
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    user: str
+    token: str = ""
+    device: str = "bench"
+    target: str = ""  # what this client sends to: a conversation (Flare) or a user (relay); "" = receive only
+
+
+@dataclass(slots=True)
+class WorkerPlan:
+    protocol: str  # FLARE | RELAY
+    url: str  # WebSocket URL (the relay's is completed with ?user=...)
+    endpoints: list[Endpoint]
+    window: int = 10
+    rate_per_s: float = 0.0  # this worker's share of a fixed offered load; 0 = saturate
+    payload_bytes: int = 64
+    warmup_s: float = 1.0
+    duration_s: float = 10.0
+    drain_s: float = 5.0
+    cpu: int | None = None
+    local_addr: str | None = None  # source address (many idle connections need several)
+    exact_loss: bool = True  # track every (conversation, seq): each message has exactly one receiver here
+    connect_batch: int = 200
+
+
+@dataclass(slots=True)
+class WorkerResult:
+    connected: int = 0
+    connect_errors: int = 0
+    sent: int = 0
+    acked: int = 0
+    acked_in_window: int = 0
+    delivered: int = 0
+    delivered_in_window: int = 0
+    errors: int = 0
+    lost: int = 0  # acked but never delivered (exact mode)
+    latencies_ns: array[int] = field(default_factory=lambda: array("q"))
+    cpu_s: float = 0.0  # CPU seconds this process used during the measured window
+
+
+class _Body(msgspec.Struct):
+    t: int = 0
+
+
+class _FlareIn(msgspec.Struct):
+    type: str = ""
+    conv: str = ""
+    seq: int = 0
+    body: _Body | None = None
+
+
+class _RelayIn(msgspec.Struct):
+    a: int = -1  # ack of message n
+    n: int = -1
+    t: int = 0
+    frm: str = msgspec.field(default="", name="from")
+
+
+_decode_flare = msgspec.json.Decoder(_FlareIn).decode
+_decode_relay = msgspec.json.Decoder(_RelayIn).decode
+
+
+class _Client(WSListener):
+    def __init__(self, run: _Run, endpoint: Endpoint) -> None:
+        self.run = run
+        self.endpoint = endpoint
+        self.transport: WSTransport | None = None
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.inflight = 0
+        self.next_n = 0
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+        if self.run.plan.protocol == FLARE:
+            ep = self.endpoint
+            transport.send(
+                WSMsgType.TEXT,
+                msgspec.json.encode({"type": "auth", "id": 0, "token": ep.token, "device": ep.device}),
+            )
+        elif not self.ready.done():
+            self.ready.set_result(None)
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError("disconnected before ready"))
+        self.run.disconnected += 1
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type is not WSMsgType.TEXT:
+            if frame.msg_type is WSMsgType.CLOSE:
+                transport.disconnect()
+            return
+        payload = frame.get_payload_as_bytes()
+        if self.run.plan.protocol == FLARE:
+            self.run.on_flare(self, _decode_flare(payload))
+        else:
+            self.run.on_relay(self, _decode_relay(payload))
+
+    def send_one(self, now_ns: int) -> None:
+        run = self.run
+        n = self.next_n
+        self.next_n = n + 1
+        self.inflight += 1
+        run.sent += 1
+        ep = self.endpoint
+        if run.plan.protocol == FLARE:
+            data = b'{"type":"send","id":%d,"conv":"%s","cmid":"%s-%d","body":{"text":"%s","t":%d}}' % (
+                n,
+                run.enc(ep.target),
+                run.enc(ep.user + "." + ep.device),
+                n,
+                run.payload,
+                now_ns,
+            )
+        else:
+            data = b'{"to":"%s","n":%d,"t":%d,"from":"%s","p":"%s"}' % (
+                run.enc(ep.target),
+                n,
+                now_ns,
+                run.enc(ep.user),
+                run.payload,
+            )
+        assert self.transport is not None
+        self.transport.send(WSMsgType.TEXT, data)
+
+
+class _Run:
+    def __init__(self, plan: WorkerPlan) -> None:
+        self.plan = plan
+        self.payload = b"x" * plan.payload_bytes
+        self.clients: list[_Client] = []
+        self.senders: list[_Client] = []
+        self.result = WorkerResult()
+        self.sent = 0
+        self.disconnected = 0
+        self.sending = False
+        self.window_start = 0
+        self.window_end = 0
+        self.acked_keys: set[tuple[str, int]] = set()
+        self.delivered_keys: set[tuple[str, int]] = set()
+        self._enc_cache: dict[str, bytes] = {}
+
+    def enc(self, text: str) -> bytes:
+        cached = self._enc_cache.get(text)
+        if cached is None:
+            cached = self._enc_cache[text] = text.encode()
+        return cached
+
+    # ------------------------------------------------------------------ incoming
+
+    def on_flare(self, client: _Client, frame: _FlareIn) -> None:
+        kind = frame.type
+        now = time.monotonic_ns()
+        if kind == "msg":
+            self._delivered(now, frame.body.t if frame.body else 0, frame.conv, frame.seq)
+        elif kind == "ack":
+            self._acked(client, now, frame.conv, frame.seq)
+        elif kind == "auth_ok":
+            if not client.ready.done():
+                client.ready.set_result(None)
+        elif kind == "error":
+            self.result.errors += 1
+            if not client.ready.done():
+                client.ready.set_exception(ConnectionError("auth failed"))
+            elif client.inflight:
+                client.inflight -= 1
+                self._refill(client, now)
+
+    def on_relay(self, client: _Client, frame: _RelayIn) -> None:
+        now = time.monotonic_ns()
+        if frame.a >= 0:
+            self._acked(client, now, client.endpoint.user, frame.a)
+        else:
+            self._delivered(now, frame.t, frame.frm, frame.n)
+
+    def _delivered(self, now: int, sent_at: int, key: str, seq: int) -> None:
+        result = self.result
+        result.delivered += 1
+        if self.window_start <= now < self.window_end:
+            result.delivered_in_window += 1
+        if self.window_start <= sent_at < self.window_end:
+            result.latencies_ns.append(now - sent_at)
+        if self.plan.exact_loss:
+            self.delivered_keys.add((key, seq))
+
+    def _acked(self, client: _Client, now: int, key: str, seq: int) -> None:
+        result = self.result
+        result.acked += 1
+        if self.window_start <= now < self.window_end:
+            result.acked_in_window += 1
+        if self.plan.exact_loss:
+            self.acked_keys.add((key, seq))
+        client.inflight -= 1
+        self._refill(client, now)
+
+    def _refill(self, client: _Client, now: int) -> None:
+        if self.sending and not self.plan.rate_per_s and client.inflight < self.plan.window:
+            client.send_one(now)
+
+    # ------------------------------------------------------------------ phases
+
+    async def connect(self) -> None:
+        plan = self.plan
+        kwargs: dict[str, Any] = {"enable_auto_ping": False, "websocket_handshake_timeout": 30}
+        if plan.local_addr:
+            kwargs["local_addr"] = (plan.local_addr, 0)
+
+        async def one(endpoint: Endpoint) -> None:
+            url = plan.url if plan.protocol == FLARE else f"{plan.url}/?user={endpoint.user}"
+            holder: dict[str, _Client] = {}
+
+            def factory() -> _Client:
+                holder["c"] = _Client(self, endpoint)
+                return holder["c"]
+
+            try:
+                await ws_connect(factory, url, **kwargs)
+                await asyncio.wait_for(holder["c"].ready, 30)
+            except Exception:
+                self.result.connect_errors += 1
+                return
+            self.clients.append(holder["c"])
+            if endpoint.target:
+                self.senders.append(holder["c"])
+
+        for i in range(0, len(plan.endpoints), plan.connect_batch):
+            await asyncio.gather(*(one(e) for e in plan.endpoints[i : i + plan.connect_batch]))
+        self.result.connected = len(self.clients)
+
+    async def traffic(self, start_ns: int) -> None:
+        plan = self.plan
+        self.window_start = start_ns + int(plan.warmup_s * 1e9)
+        self.window_end = self.window_start + int(plan.duration_s * 1e9)
+        await asyncio.sleep(max(0.0, (start_ns - time.monotonic_ns()) / 1e9))
+        self.sending = True
+        probe = asyncio.ensure_future(self._cpu_probe())
+        if plan.rate_per_s:
+            await self._paced(start_ns)
+        else:
+            now = time.monotonic_ns()
+            for client in self.senders:
+                for _ in range(plan.window):
+                    client.send_one(now)
+            await asyncio.sleep(max(0.0, (self.window_end - time.monotonic_ns()) / 1e9))
+        self.sending = False
+        await probe
+        # Drain: wait for outstanding acks and deliveries.
+        deadline = time.monotonic() + plan.drain_s
+        while time.monotonic() < deadline:
+            inflight = sum(c.inflight for c in self.senders)
+            if inflight == 0 and (not plan.exact_loss or self.acked_keys <= self.delivered_keys):
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)
+
+    async def _cpu_probe(self) -> None:
+        await asyncio.sleep(max(0.0, (self.window_start - time.monotonic_ns()) / 1e9))
+        start = _cpu_seconds()
+        await asyncio.sleep(max(0.0, (self.window_end - time.monotonic_ns()) / 1e9))
+        self.result.cpu_s = _cpu_seconds() - start
+
+    async def _paced(self, start_ns: int) -> None:
+        plan = self.plan
+        senders = self.senders
+        if not senders:
+            await asyncio.sleep(max(0.0, (self.window_end - time.monotonic_ns()) / 1e9))
+            return
+        per_ns = plan.rate_per_s / 1e9
+        offered = 0
+        turn = 0
+        while True:
+            now = time.monotonic_ns()
+            if now >= self.window_end:
+                return
+            due = int((now - start_ns) * per_ns) - offered
+            while due > 0:
+                due -= 1
+                offered += 1
+                for _ in range(len(senders)):  # the next sender with room in its window
+                    client = senders[turn]
+                    turn = (turn + 1) % len(senders)
+                    if client.inflight < plan.window:
+                        client.send_one(now)
+                        break
+            await asyncio.sleep(0.001)
+
+    def finish(self) -> WorkerResult:
+        result = self.result
+        result.sent = self.sent
+        if self.plan.exact_loss:
+            result.lost = len(self.acked_keys - self.delivered_keys)
+        return result
+
+    def close(self) -> None:
+        for client in self.clients:
+            if client.transport is not None:
+                with contextlib.suppress(Exception):
+                    client.transport.disconnect(graceful=False)
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for target in (1 << 20, hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max(target, soft), max(target, hard)))
+            return
+        except (ValueError, OSError):
+            continue
+
+
+async def _main(plan: WorkerPlan, conn: Connection) -> None:
+    loop = asyncio.get_running_loop()
+    run = _Run(plan)
+    await run.connect()
+    conn.send(("ready", run.result.connected, run.result.connect_errors))
+    command = await loop.run_in_executor(None, conn.recv)
+    if command[0] == "go":
+        await run.traffic(command[1])
+        conn.send(("result", run.finish()))
+    elif command[0] == "hold":  # idle connections: stay connected until told to stop
+        conn.send(("result", run.finish()))
+        await loop.run_in_executor(None, conn.recv)
+    run.close()
+    await asyncio.sleep(0.1)
+
+
+def worker_main(plan: WorkerPlan, conn: Connection) -> None:
+    """Entry point of a load process (multiprocessing target)."""
+    if plan.cpu is not None:
+        os.sched_setaffinity(0, {plan.cpu})
+    raise_fd_limit()
+    import uvloop
+
+    uvloop.run(_main(plan, conn))
