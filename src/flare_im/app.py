@@ -22,13 +22,14 @@ from flare_im.config import Settings
 from flare_im.gateway.connection import GatewayContext, GatewayLimits
 from flare_im.gateway.hub import Hub
 from flare_im.gateway.server import start_ws_server
-from flare_im.ids import Snowflake, VersionClock
+from flare_im.ids import Snowflake, VersionClock, now_ms
 from flare_im.protocol.codec import Encoding, ServerCodec
 from flare_im.protocol.errors import CloseCode
 from flare_im.services.auth import AuthService, load_or_create_secret
 from flare_im.services.conversations import ConversationService
 from flare_im.services.groups import GroupService
-from flare_im.services.router import IdempotencyCache, MessageRouter
+from flare_im.services.idempotency import IdempotencyCache
+from flare_im.services.router import MessageRouter
 from flare_im.services.sync import SyncService
 from flare_im.services.users import UserService
 
@@ -67,6 +68,10 @@ async def build_node(settings: Settings) -> Node:
     relational = SqliteRelational(sqlite(settings.effective_database_url))
     message_log = SqliteMessageLog(sqlite(settings.effective_message_store_url))
 
+    idempotency = IdempotencyCache(window_s=settings.idempotency_window_s, max_entries=settings.idempotency_cache_size)
+    preload_limit = 2_000_000
+    recent = await message_log.recent_client_ids(now_ms() - settings.idempotency_window_s * 1000, preload_limit)
+    idempotency.preload(recent, complete=len(recent) < preload_limit)
     clock = VersionClock(max(await relational.max_version(), await message_log.max_version()))
     hub = Hub()
     conversations = ConversationService(relational, relational)
@@ -78,9 +83,7 @@ async def build_node(settings: Settings) -> Node:
         ids=Snowflake(settings.node_id),
         clock=clock,
         fanout=hub,
-        idempotency=IdempotencyCache(
-            window_s=settings.idempotency_window_s, max_entries=settings.idempotency_cache_size
-        ),
+        idempotency=idempotency,
         max_body_bytes=settings.max_body_bytes,
     )
     auth = AuthService(

@@ -39,7 +39,7 @@ class Settings:
     send_buffer_bytes: int = 1024 * 1024  # write buffer high-water mark per connection
     slow_consumer_grace_s: float = 5.0  # how long a connection may stay above the mark
     idempotency_window_s: int = 300
-    idempotency_cache_size: int = 500_000
+    idempotency_cache_size: int = 20_000  # most recent sends kept exactly (older ones: filters + log)
     shutdown_grace_s: float = 5.0
     log_level: str = "INFO"
     extra: Mapping[str, str] = field(default_factory=dict)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 # 2025-01-01T00:00:00Z: ids stay positive 63-bit integers for ~69 years after it.
 EPOCH_MS = 1_735_689_600_000
@@ -48,16 +52,34 @@ class VersionClock:
     """Strictly increasing versions (microseconds of wall time, bumped on ties) for conversation lists.
 
     Seeded from the largest version already stored, so versions keep increasing across restarts even if
-    the wall clock went back.
+    the wall clock went back. Writes that carry a version go through ``stamped``, which tracks them until
+    they finish: ``safe`` is then a version below which every write has finished, the highest position a
+    reader may hand out as "seen everything up to here" (writes commit in batches, not in version order).
     """
 
     def __init__(self, floor: int = 0) -> None:
         self._last = floor
+        self._in_flight: set[int] = set()
 
     def next(self) -> int:
+        """A new version that nothing tracks (writers use ``stamped``)."""
         now = time.time_ns() // 1000
         self._last = now if now > self._last else self._last + 1
         return self._last
+
+    async def stamped(self, write: Callable[[int], Awaitable[T]]) -> T:
+        """Run ``write(version)`` with a new version, tracked until it returns or fails."""
+        version = self.next()
+        self._in_flight.add(version)
+        try:
+            return await write(version)
+        finally:
+            self._in_flight.discard(version)
+
+    @property
+    def safe(self) -> int:
+        """Every write stamped with a version <= this one has finished."""
+        return min(self._in_flight) - 1 if self._in_flight else self._last
 
     @property
     def current(self) -> int:

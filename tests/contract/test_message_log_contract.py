@@ -223,9 +223,12 @@ async def test_recent_client_ids_newest_first_since_and_limit(message_log: Messa
     ]
     await append_all(message_log, msgs)
 
-    assert await message_log.recent_client_ids(base + 2000, 10) == [msgs[3], msgs[2], msgs[1]]  # since inclusive
-    assert await message_log.recent_client_ids(base, 10) == msgs[::-1]
-    assert await message_log.recent_client_ids(base, 2) == [msgs[3], msgs[2]]
+    def keys(ms: list[Message]) -> list[tuple[str, str]]:
+        return [(m.sender, m.cmid) for m in ms]
+
+    assert await message_log.recent_client_ids(base + 2000, 10) == keys([msgs[3], msgs[2], msgs[1]])  # inclusive
+    assert await message_log.recent_client_ids(base, 10) == keys(msgs[::-1])
+    assert await message_log.recent_client_ids(base, 2) == keys([msgs[3], msgs[2]])
     assert await message_log.recent_client_ids(base + 4001, 10) == []
 
 

@@ -1,4 +1,4 @@
-"""IdempotencyCache (src/flare_im/services/router.py): (sender, cmid) -> stored message or pending future."""
+"""IdempotencyCache (src/flare_im/services/idempotency.py): exact recent entries plus Bloom filters."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import pytest
 
 from flare_im.protocol.frames import Message
-from flare_im.services import router
-from flare_im.services.router import IdempotencyCache
+from flare_im.services import idempotency
+from flare_im.services.idempotency import BloomFilter, IdempotencyCache
 
 
 def message(seq: int, cmid: str = "c") -> Message:
@@ -28,9 +28,8 @@ class FakeMonotonic:
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeMonotonic:
-    """Replaces the ``time`` module inside flare_im.services.router with a monotonic clock the test moves."""
     fake = FakeMonotonic()
-    monkeypatch.setattr(router, "time", SimpleNamespace(monotonic=fake))
+    monkeypatch.setattr(idempotency, "time", SimpleNamespace(monotonic=fake))
     return fake
 
 
@@ -49,79 +48,83 @@ def test_get_put_discard() -> None:
 
 async def test_a_pending_future_is_replaced_by_the_message() -> None:
     cache = IdempotencyCache(window_s=300, max_entries=10)
-    key = ("alice", "c-1")
+    key = ("alice", "c")
     fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
     cache.put(key, fut)
     assert cache.get(key) is fut
-    m = message(1)
-    cache.put(key, m)
-    fut.set_result(m)
-    assert cache.get(key) is m
+    cache.put(key, message(1))
+    assert isinstance(cache.get(key), Message)
 
 
-def test_eviction_by_size_drops_the_oldest() -> None:
+def test_exact_entries_are_bounded_oldest_first() -> None:
     cache = IdempotencyCache(window_s=300, max_entries=3)
     for i in range(5):
-        cache.put(("alice", f"c-{i}"), message(i))
-    assert cache.get(("alice", "c-0")) is None
-    assert cache.get(("alice", "c-1")) is None
-    assert [cache.get(("alice", f"c-{i}")) for i in (2, 3, 4)] == [message(2), message(3), message(4)]
+        cache.put(("alice", f"c{i}"), message(i))
+    assert [cache.get(("alice", f"c{i}")) is not None for i in range(5)] == [False, False, True, True, True]
 
 
-def test_putting_a_key_again_makes_it_the_newest() -> None:
+def test_misses_are_not_trusted_until_a_window_has_passed(clock: FakeMonotonic) -> None:
+    cache = IdempotencyCache(window_s=300, max_entries=10)
+    assert cache.maybe_stored(("alice", "never"))  # just started: the log must be asked
+    clock.now += 301
+    assert not cache.maybe_stored(("alice", "never"))
+
+
+def test_a_complete_preload_is_trusted_at_once(clock: FakeMonotonic) -> None:
+    cache = IdempotencyCache(window_s=300, max_entries=10)
+    cache.preload([("alice", "old-1"), ("bob", "old-2")], complete=True)
+    assert cache.maybe_stored(("alice", "old-1"))
+    assert cache.maybe_stored(("bob", "old-2"))
+    assert not cache.maybe_stored(("alice", "never"))
+    incomplete = IdempotencyCache(window_s=300, max_entries=10)
+    incomplete.preload([("alice", "old-1")], complete=False)
+    assert incomplete.maybe_stored(("alice", "never"))
+
+
+def test_keys_evicted_from_the_exact_map_stay_in_the_filters(clock: FakeMonotonic) -> None:
     cache = IdempotencyCache(window_s=300, max_entries=2)
-    cache.put(("a", "1"), message(1))
-    cache.put(("a", "2"), message(2))
-    cache.put(("a", "1"), message(1))  # refreshed
-    cache.put(("a", "3"), message(3))  # evicts ("a", "2"), now the oldest
-    assert cache.get(("a", "2")) is None
-    assert cache.get(("a", "1")) == message(1)
-    assert cache.get(("a", "3")) == message(3)
+    cache.preload([], complete=True)
+    for i in range(100):
+        cache.put(("alice", f"c{i}"), message(i))
+    assert cache.get(("alice", "c0")) is None
+    assert all(cache.maybe_stored(("alice", f"c{i}")) for i in range(100))
 
 
-def test_miss_is_not_authoritative_right_after_creation() -> None:
-    # a fresh process has not seen the sends of the last window: the router must ask the log
-    assert IdempotencyCache(window_s=300, max_entries=10).miss_is_authoritative() is False
+def test_keys_survive_one_rotation_and_expire_after_two(clock: FakeMonotonic) -> None:
+    cache = IdempotencyCache(window_s=300, max_entries=10)
+    cache.preload([], complete=True)
+    cache.put(("alice", "k"), message(1))
+    clock.now += 299
+    assert cache.maybe_stored(("alice", "k"))
+    clock.now += 2  # a new epoch: the key is in the previous one
+    assert cache.maybe_stored(("alice", "k"))
+    clock.now += 301  # two epochs later it is gone (beyond the window)
+    assert not cache.maybe_stored(("alice", "k"))
 
 
-def test_miss_is_authoritative_with_a_zero_window() -> None:
+def test_window_zero_disables_the_filters() -> None:
     cache = IdempotencyCache(window_s=0, max_entries=10)
-    assert cache.miss_is_authoritative() is True
-    cache.put(("a", "1"), message(1))
-    assert cache.miss_is_authoritative() is True
+    cache.put(("alice", "k"), message(1))
+    cache.discard(("alice", "k"))
+    assert not cache.maybe_stored(("alice", "k"))
 
 
-def test_miss_becomes_authoritative_once_up_for_the_window(clock: FakeMonotonic) -> None:
-    cache = IdempotencyCache(window_s=10, max_entries=10)
-    clock.now += 9.9
-    assert cache.miss_is_authoritative() is False
-    clock.now += 0.1
-    assert cache.miss_is_authoritative() is True
+def test_bloom_filter_has_no_false_negatives_and_few_false_positives() -> None:
+    bloom = BloomFilter(10_000)
+    for i in range(10_000):
+        bloom.add(("u", f"in-{i}"))
+    assert all(("u", f"in-{i}") in bloom for i in range(10_000))
+    false_positives = sum(("u", f"out-{i}") in bloom for i in range(20_000))
+    assert false_positives < 20_000 * 0.03
+    assert bloom.full
 
 
-def test_entries_expire_after_the_window(clock: FakeMonotonic) -> None:
-    cache = IdempotencyCache(window_s=10, max_entries=10)
-    cache.put(("a", "old"), message(1))
-    clock.now += 11
-    cache.put(("a", "new"), message(2))  # expiry happens on put
-    assert cache.get(("a", "old")) is None
-    assert cache.get(("a", "new")) == message(2)
-    assert cache.miss_is_authoritative() is True  # expiry does not lose keys of the window
-
-
-def test_eviction_inside_the_window_makes_misses_non_authoritative(clock: FakeMonotonic) -> None:
-    cache = IdempotencyCache(window_s=10, max_entries=2)
-    clock.now += 10
-    assert cache.miss_is_authoritative() is True
-    evicted_at = clock.now
-    cache.put(("a", "1"), message(1))
-    clock.now += 1
-    cache.put(("a", "2"), message(2))
-    clock.now += 1
-    cache.put(("a", "3"), message(3))  # evicts ("a", "1"), stored 2 s ago, still inside the window
-    assert cache.get(("a", "1")) is None
-    assert cache.miss_is_authoritative() is False
-    clock.now = evicted_at + 9.9
-    assert cache.miss_is_authoritative() is False
-    clock.now = evicted_at + 10  # every key stored since the evicted one is still here, for a whole window
-    assert cache.miss_is_authoritative() is True
+def test_filters_grow_when_full(clock: FakeMonotonic) -> None:
+    cache = IdempotencyCache(window_s=300, max_entries=10, bloom_capacity=1024)
+    cache.preload([], complete=True)
+    keys = [("u", f"k{i}") for i in range(5000)]
+    for k in keys:
+        cache.put(k, message(1))
+    assert all(cache.maybe_stored(k) for k in keys)
+    misses = sum(cache.maybe_stored(("u", f"x{i}")) for i in range(5000))
+    assert misses < 5000 * 0.1

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -167,3 +168,63 @@ def _resolve(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]
             fut.set_result(value)
         else:
             fut.set_exception(exc)
+
+
+class RowBatcher:
+    """Turns many single-row writes into one ``executemany`` per transaction.
+
+    ``add(row)`` returns the future of the batch the row joined and the row's index in it. The batch's
+    operation takes every row added until the writer runs it, so one transaction carries them all. The
+    future's result is None when every row was written, else a list with each row's exception (or None):
+    when the bulk statement fails, the rows are retried one by one so one bad row fails alone.
+    """
+
+    def __init__(self, db: SqliteDatabase, statements: Sequence[tuple[str, Sequence[int]]]) -> None:
+        """``statements``: each SQL with the positions of the row's values it binds, in order."""
+        self._db = db
+        self._statements = [(sql, operator.itemgetter(*cols)) for sql, cols in statements]
+        self._lock = threading.Lock()
+        self._rows: list[tuple[Any, ...]] = []
+        self._pending: asyncio.Future[Any] | None = None
+
+    def add(self, row: tuple[Any, ...]) -> tuple[asyncio.Future[Any], int]:
+        with self._lock:
+            rows = self._rows
+            rows.append(row)
+            if self._pending is None:
+                self._pending = self._db.write(self._flush)
+            return self._pending, len(rows) - 1
+
+    def _flush(self, conn: sqlite3.Connection) -> list[BaseException | None] | None:
+        with self._lock:
+            rows, self._rows = self._rows, []
+            self._pending = None
+        conn.execute("SAVEPOINT row_batch")
+        try:
+            for sql, pick in self._statements:
+                conn.executemany(sql, map(pick, rows))
+        except sqlite3.Error:
+            conn.execute("ROLLBACK TO row_batch")
+            conn.execute("RELEASE row_batch")
+            return [self._one(conn, row) for row in rows]
+        conn.execute("RELEASE row_batch")
+        return None
+
+    def _one(self, conn: sqlite3.Connection, row: tuple[Any, ...]) -> BaseException | None:
+        conn.execute("SAVEPOINT row_one")
+        try:
+            for sql, pick in self._statements:
+                conn.execute(sql, pick(row))
+        except sqlite3.Error as exc:
+            conn.execute("ROLLBACK TO row_one")
+            conn.execute("RELEASE row_one")
+            return exc
+        conn.execute("RELEASE row_one")
+        return None
+
+    async def write(self, row: tuple[Any, ...]) -> None:
+        """Add ``row`` and return once it is committed; raise its own error if it failed."""
+        fut, index = self.add(row)
+        errors = await fut
+        if errors is not None and errors[index] is not None:
+            raise errors[index]

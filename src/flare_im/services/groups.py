@@ -56,11 +56,14 @@ class GroupService:
         await self._require_users(others)
         conv = group_conv(gid)
         group = Group(gid=gid, name=name, avatar=avatar, owner=owner, created_at=now_ms())
-        version = self._clock.next()
-        rows = [Member(conv=conv, uid=owner, role=OWNER, version=version)]
-        rows += [Member(conv=conv, uid=u, role=MEMBER, version=version) for u in others]
+
+        def rows(version: int) -> list[Member]:
+            return [Member(conv=conv, uid=owner, role=OWNER, version=version)] + [
+                Member(conv=conv, uid=u, role=MEMBER, version=version) for u in others
+            ]
+
         try:
-            await self._groups.create_group(group, rows)
+            await self._clock.stamped(lambda v: self._groups.create_group(group, rows(v)))
         except AlreadyExists:
             raise FlareError(ErrorCode.CONFLICT, f"group {gid!r} already exists") from None
         await self._router.send_system(
@@ -69,7 +72,7 @@ class GroupService:
             {"event": "group_created", "actor": owner, "name": name, "users": [owner, *others]},
             [owner, *others],
         )
-        return GroupInfo(group, len(rows), conv)
+        return GroupInfo(group, len(others) + 1, conv)
 
     async def info(self, uid: str, gid: str) -> GroupInfo:
         conv = group_conv(check_id(gid, "group id"))
@@ -109,9 +112,10 @@ class GroupService:
             raise invalid(f"a group holds at most {self._max_members} members")
         await self._require_users(new)
         join_seq = await self._log.max_seq(conv)
-        version = self._clock.next()
-        await self._conversations.add_members(
-            [Member(conv=conv, uid=u, role=MEMBER, join_seq=join_seq, read_seq=join_seq, version=version) for u in new]
+        await self._clock.stamped(
+            lambda v: self._conversations.add_members(
+                [Member(conv=conv, uid=u, role=MEMBER, join_seq=join_seq, read_seq=join_seq, version=v) for u in new]
+            )
         )
         await self._notify(actor, conv, {"event": "members_added", "actor": actor, "users": new})
         return new
@@ -127,7 +131,7 @@ class GroupService:
         if target == OWNER or (target == ADMIN and actor_role != OWNER):
             raise forbidden(f"an {actor_role} cannot remove an {target}")
         await self._notify(actor, conv, {"event": "member_removed", "actor": actor, "users": [uid]})
-        await self._conversations.remove_member(conv, uid, self._clock.next())
+        await self._clock.stamped(lambda v: self._conversations.remove_member(conv, uid, v))
 
     async def leave(self, uid: str, gid: str) -> None:
         conv = group_conv(check_id(gid, "group id"))
@@ -137,12 +141,12 @@ class GroupService:
             rest = [m for m in await self._conversations.members(conv) if m.uid != uid]
             heir = next((m for m in rest if m.role == ADMIN), rest[0] if rest else None)
             if heir is not None:
-                await self._conversations.set_role(conv, heir.uid, OWNER, self._clock.next())
+                await self._clock.stamped(lambda v: self._conversations.set_role(conv, heir.uid, OWNER, v))
                 await self._notify(
                     uid, conv, {"event": "role_changed", "actor": uid, "users": [heir.uid], "role": OWNER}
                 )
         await self._notify(uid, conv, {"event": "member_left", "actor": uid, "users": [uid]})
-        await self._conversations.remove_member(conv, uid, self._clock.next())
+        await self._clock.stamped(lambda v: self._conversations.remove_member(conv, uid, v))
 
     async def set_role(self, actor: str, gid: str, uid: str, role: str) -> None:
         """Owner only. Giving ``owner`` transfers ownership (the old owner becomes admin)."""
@@ -154,9 +158,9 @@ class GroupService:
             raise not_found("not a member of this group")
         if uid == actor:
             raise invalid("the owner changes its role by giving ownership to another member")
-        await self._conversations.set_role(conv, uid, role, self._clock.next())
+        await self._clock.stamped(lambda v: self._conversations.set_role(conv, uid, role, v))
         if role == OWNER:
-            await self._conversations.set_role(conv, actor, ADMIN, self._clock.next())
+            await self._clock.stamped(lambda v: self._conversations.set_role(conv, actor, ADMIN, v))
         await self._notify(actor, conv, {"event": "role_changed", "actor": actor, "users": [uid], "role": role})
 
     # ------------------------------------------------------------------ helpers

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any, Protocol
 
@@ -19,6 +17,7 @@ from flare_im.ids import Snowflake, VersionClock, now_ms
 from flare_im.protocol.errors import ErrorCode, FlareError, invalid
 from flare_im.protocol.frames import Message, Receipt
 from flare_im.services.conversations import ConversationService
+from flare_im.services.idempotency import IdempotencyCache
 
 log = logging.getLogger(__name__)
 
@@ -36,45 +35,6 @@ class Fanout(Protocol):
         ...
 
     def deliver_receipt(self, uids: Iterable[str], receipt: Receipt, *, skip: tuple[str, str] | None) -> None: ...
-
-
-class IdempotencyCache:
-    """``(sender, client message id)`` -> the stored message (or the future of one being stored).
-
-    Holds the keys of this process's sends for ``window_s`` seconds, at most ``max_entries``. While it is
-    known to hold every key of the window (the process has been up for the window and nothing younger
-    than the window was evicted), a miss is authoritative; otherwise the router asks the log.
-    """
-
-    def __init__(self, *, window_s: int, max_entries: int) -> None:
-        self._window_s = window_s
-        self._max = max_entries
-        self._entries: OrderedDict[tuple[str, str], tuple[float, Message | asyncio.Future[Message]]] = OrderedDict()
-        self._complete_since = time.monotonic()  # every key stored after this instant is (still) here
-
-    def get(self, key: tuple[str, str]) -> Message | asyncio.Future[Message] | None:
-        hit = self._entries.get(key)
-        return None if hit is None else hit[1]
-
-    def put(self, key: tuple[str, str], value: Message | asyncio.Future[Message]) -> None:
-        now = time.monotonic()
-        entries = self._entries
-        entries[key] = (now, value)
-        entries.move_to_end(key)
-        cutoff = now - self._window_s
-        while entries:
-            oldest_key, (ts, _) = next(iter(entries.items()))
-            if ts >= cutoff and len(entries) <= self._max:
-                break
-            del entries[oldest_key]
-            if ts >= cutoff:  # evicted for space while still inside the window
-                self._complete_since = max(self._complete_since, ts)
-
-    def discard(self, key: tuple[str, str]) -> None:
-        self._entries.pop(key, None)
-
-    def miss_is_authoritative(self) -> bool:
-        return time.monotonic() - self._complete_since >= self._window_s
 
 
 class MessageRouter:
@@ -114,7 +74,7 @@ class MessageRouter:
             return known, True
         self._validate(kind, body)
         recipients = await self._conversations.recipients_for_send(sender, conv)
-        if not self._idempotency.miss_is_authoritative():
+        if self._idempotency.maybe_stored(key):
             stored = await self._log.find_by_client_id(sender, cmid)
             if stored is not None:
                 self._idempotency.put(key, stored)
@@ -159,8 +119,7 @@ class MessageRouter:
                 body=body,
                 ts=now_ms(),
             )
-            # No await between taking the version and queueing the append: versions commit in order.
-            appended = self._log.append(message, self._clock.next())
+            appended = self._clock.stamped(lambda v: self._log.append(message, v))
             # The sender has read its own message. Queued right behind the append (usually the same
             # commit), and awaited, so the sender's conversation list is right as soon as it has the ack.
             read = asyncio.ensure_future(self._advance_own_read(message)) if mark_read else None
@@ -185,7 +144,9 @@ class MessageRouter:
 
     async def _advance_own_read(self, message: Message) -> None:
         try:
-            await self._memberships.advance_read(message.conv, message.sender, message.seq, self._clock.next())
+            await self._clock.stamped(
+                lambda v: self._memberships.advance_read(message.conv, message.sender, message.seq, v)
+            )
         except Exception:  # the message is stored; a stale read seq only shows as unread
             log.exception("advancing the read seq of %s in %s failed", message.sender, message.conv)
 

@@ -1,9 +1,10 @@
 """Sync (DESIGN.md §4): the conversation list by version, message pages by seq, read/delivered receipts.
 
 The list version of a conversation for a user is the larger of the version of its last message (the
-log's head) and the version of the user's own row (read seq, membership, role). Both are taken from one
-clock right before the write is queued to the single writer, so committed versions only grow and a
-client that passes back the largest version it saw misses nothing.
+log's head) and the version of the user's own row (read seq, membership, role). Both come from one
+clock. Writes commit in batches, so a smaller version can commit after a larger one: the version handed
+back for the next sync is never above the clock's ``safe`` version (every write at or below it has
+finished). An entry may then be listed twice; none is ever skipped.
 """
 
 from __future__ import annotations
@@ -102,8 +103,14 @@ class SyncService:
                 if group is not None:
                     summary.name, summary.avatar = group.name, group.avatar
             items.append(summary)
-        version = page[-1][0] if page else since
-        return ConvPage(items=items, version=version, more=len(changed) > limit)
+        more = len(changed) > limit
+        version = since
+        if page:
+            version = min(page[-1][0], self._clock.safe)
+            if version <= since and more:  # a stuck write must not stall paging
+                version = page[-1][0]
+            version = max(version, since)
+        return ConvPage(items=items, version=version, more=more)
 
     async def messages(self, uid: str, conv: str, *, after: int | None, before: int | None, limit: int) -> MessagePage:
         member = await self._conversations.member_for_read(uid, conv)
@@ -131,7 +138,7 @@ class SyncService:
         max_seq = await self._log.max_seq(conv)
         if seq > max_seq:
             raise out_of_range(f"seq {seq} is beyond the conversation's max seq {max_seq}")
-        moved = await self._memberships.advance_read(conv, uid, seq, self._clock.next())
+        moved = await self._clock.stamped(lambda v: self._memberships.advance_read(conv, uid, seq, v))
         if moved:
             self._notify(uid, device, conv, seq, "read")
         return moved

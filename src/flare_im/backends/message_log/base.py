@@ -41,9 +41,9 @@ class MessageLog(Protocol):
         """The message ``sender`` stored with client message id ``cmid`` (the idempotency key), if any."""
         ...
 
-    async def recent_client_ids(self, since_ms: int, limit: int) -> list[Message]:
-        """Messages stored at or after ``since_ms``, newest first, at most ``limit`` (warms the
-        idempotency cache after a restart)."""
+    async def recent_client_ids(self, since_ms: int, limit: int) -> list[tuple[str, str]]:
+        """``(sender, cmid)`` of the messages stored at or after ``since_ms``, newest first, at most
+        ``limit`` (warms the idempotency filters after a restart)."""
         ...
 
     async def max_version(self) -> int:

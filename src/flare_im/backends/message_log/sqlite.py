@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
 from flare_im.backends.message_log.base import ConvHead
-from flare_im.backends.sqlite_db import SqliteDatabase
+from flare_im.backends.sqlite_db import RowBatcher, SqliteDatabase
 from flare_im.protocol.frames import Message
 
 SCHEMA = (
@@ -45,29 +44,24 @@ class SqliteMessageLog:
     def __init__(self, db: SqliteDatabase) -> None:
         self._db = db
         db.migrate(SCHEMA)
+        # Concurrent appends share one executemany per transaction (see RowBatcher).
+        self._appends = RowBatcher(
+            db,
+            (
+                (f"INSERT INTO messages ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)", range(8)),
+                (
+                    "INSERT INTO conv_heads (conv, max_seq, version) VALUES (?,?,?) ON CONFLICT (conv) DO UPDATE"
+                    " SET max_seq = max(max_seq, excluded.max_seq), version = max(version, excluded.version)",
+                    (0, 1, 8),
+                ),
+            ),
+        )
 
     async def append(self, message: Message, version: int) -> None:
-        row = (
-            message.conv,
-            message.seq,
-            int(message.msg_id),
-            message.sender,
-            message.cmid,
-            message.kind,
-            _encode(message.body),
-            message.ts,
+        m = message
+        await self._appends.write(
+            (m.conv, m.seq, int(m.msg_id), m.sender, m.cmid, m.kind, _encode(m.body), m.ts, version)
         )
-        head = (message.conv, message.seq, version)
-
-        def op(conn: sqlite3.Connection) -> None:
-            conn.execute(f"INSERT INTO messages ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)", row)
-            conn.execute(
-                "INSERT INTO conv_heads (conv, max_seq, version) VALUES (?,?,?) ON CONFLICT (conv) DO UPDATE"
-                " SET max_seq = max(max_seq, excluded.max_seq), version = max(version, excluded.version)",
-                head,
-            )
-
-        await self._db.write(op)
 
     async def max_seq(self, conv: str) -> int:
         row = self._db.fetchone("SELECT max_seq FROM conv_heads WHERE conv = ?", (conv,))
@@ -105,11 +99,11 @@ class SqliteMessageLog:
         )
         return _row_to_message(row) if row else None
 
-    async def recent_client_ids(self, since_ms: int, limit: int) -> list[Message]:
+    async def recent_client_ids(self, since_ms: int, limit: int) -> list[tuple[str, str]]:
         rows = self._db.fetchall(
-            f"SELECT {_COLUMNS} FROM messages WHERE ts >= ? ORDER BY ts DESC LIMIT ?", (since_ms, limit)
+            "SELECT sender, cmid FROM messages WHERE ts >= ? ORDER BY ts DESC LIMIT ?", (since_ms, limit)
         )
-        return [_row_to_message(r) for r in rows]
+        return [(r[0], r[1]) for r in rows]
 
     async def max_version(self) -> int:
         row = self._db.fetchone("SELECT coalesce(max(version), 0) FROM conv_heads")

@@ -1,0 +1,128 @@
+"""Idempotency of sends on ``(sender, client message id)`` without a storage read per send.
+
+Two structures:
+- an exact map of the most recent keys (bounded) -> the stored message, or the future of a send still in
+  progress, so a retry that races the original waits for it and gets the same ack;
+- Bloom filters of every key sent in the last one to two windows. A key the filters have never seen was
+  certainly not sent within the window, so the send path skips the storage lookup. A filter hit (a real
+  retry, or a ~1% false positive) costs one lookup in the log.
+
+After a restart the filters are refilled from the log's recent keys; if the log holds more keys than one
+preload takes, misses are not trusted (every send looks in the log) until a full window has passed.
+Guarantee: a retry within ``window_s`` of the original returns the original ack. Beyond that, a retry
+whose key fell out of the filters may be stored as a new message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+
+from flare_im.protocol.frames import Message
+
+Key = tuple[str, str]
+_MASK = (1 << 64) - 1
+
+
+class BloomFilter:
+    """A plain Bloom filter over hashable keys (Python's hash, so only within one process)."""
+
+    def __init__(self, capacity: int, *, hashes: int = 7) -> None:
+        # ~9.6 bits per key and 7 hashes: about 1% false positives at capacity.
+        self.capacity = max(1024, capacity)
+        self._bits = max(8, self.capacity * 10)
+        self._array = bytearray(self._bits // 8 + 1)
+        self._hashes = hashes
+        self.count = 0
+
+    def _positions(self, key: object) -> list[int]:
+        h = hash(key) & _MASK
+        h1, h2 = h & 0xFFFFFFFF, (h >> 32) | 1
+        bits = self._bits
+        return [(h1 + i * h2) % bits for i in range(self._hashes)]
+
+    def add(self, key: object) -> None:
+        array = self._array
+        for p in self._positions(key):
+            array[p >> 3] |= 1 << (p & 7)
+        self.count += 1
+
+    def __contains__(self, key: object) -> bool:
+        array = self._array
+        return all(array[p >> 3] & (1 << (p & 7)) for p in self._positions(key))
+
+    @property
+    def full(self) -> bool:
+        return self.count >= self.capacity
+
+
+class IdempotencyCache:
+    def __init__(self, *, window_s: int, max_entries: int, bloom_capacity: int = 1 << 16) -> None:
+        self._window_s = window_s
+        self._max = max_entries
+        self._entries: OrderedDict[Key, Message | asyncio.Future[Message]] = OrderedDict()
+        self._bloom_capacity = bloom_capacity
+        # Filters of the current epoch (newest last; a full one is followed by a twice larger one) and
+        # of the previous epoch: together they hold every key of at least the last window.
+        self._current: list[BloomFilter] = [BloomFilter(bloom_capacity)]
+        self._previous: list[BloomFilter] = []
+        self._epoch_started = time.monotonic()
+        self._trusted_from = self._epoch_started + window_s  # misses are trusted once this is past
+
+    # ------------------------------------------------------------------ exact recent entries
+
+    def get(self, key: Key) -> Message | asyncio.Future[Message] | None:
+        return self._entries.get(key)
+
+    def put(self, key: Key, value: Message | asyncio.Future[Message]) -> None:
+        entries = self._entries
+        if key not in entries:
+            self._remember(key)
+        entries[key] = value
+        entries.move_to_end(key)
+        while len(entries) > self._max:
+            entries.popitem(last=False)
+
+    def discard(self, key: Key) -> None:
+        """Forget a send that failed (it may be retried and stored later). Filters keep the key: that
+        only costs the retry a lookup."""
+        self._entries.pop(key, None)
+
+    # ------------------------------------------------------------------ filters
+
+    def maybe_stored(self, key: Key) -> bool:
+        """False when ``key`` was certainly not stored within the window (no lookup needed)."""
+        if self._window_s <= 0:
+            return False
+        self._rotate()
+        if time.monotonic() < self._trusted_from:
+            return True
+        return any(key in f for f in self._current) or any(key in f for f in self._previous)
+
+    def preload(self, keys: Iterable[Key], *, complete: bool) -> None:
+        """Fill the filters with keys the log stored during the last window (after a restart).
+        ``complete``: these are all of them, so misses can be trusted at once."""
+        for key in keys:
+            self._remember(key)
+        if complete:
+            self._trusted_from = time.monotonic()
+
+    def _remember(self, key: Key) -> None:
+        if self._window_s <= 0:
+            return
+        self._rotate()
+        current = self._current[-1]
+        if current.full:
+            current = BloomFilter(current.capacity * 2)
+            self._current.append(current)
+        current.add(key)
+
+    def _rotate(self) -> None:
+        now = time.monotonic()
+        if now - self._epoch_started >= self._window_s:
+            size = self._current[-1].capacity
+            self._previous = self._current
+            self._current = [BloomFilter(max(self._bloom_capacity, size))]
+            self._epoch_started = now
