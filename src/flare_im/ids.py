@@ -43,6 +43,11 @@ class Snowflake:
         return (self._last_ms << (NODE_BITS + COUNTER_BITS)) | self._node | self._counter
 
 
+def snowflake_floor(epoch_ms: int) -> int:
+    """The smallest id any node can generate at or after ``epoch_ms``."""
+    return max(0, epoch_ms - EPOCH_MS) << (NODE_BITS + COUNTER_BITS)
+
+
 def snowflake_ms(message_id: int) -> int:
     """The epoch-ms timestamp embedded in a snowflake id."""
     return (message_id >> (NODE_BITS + COUNTER_BITS)) + EPOCH_MS
@@ -69,12 +74,20 @@ class VersionClock:
 
     async def stamped(self, write: Callable[[int], Awaitable[T]]) -> T:
         """Run ``write(version)`` with a new version, tracked until it returns or fails."""
-        version = self.next()
-        self._in_flight.add(version)
+        version = self.begin()
         try:
             return await write(version)
         finally:
             self._in_flight.discard(version)
+
+    def begin(self) -> int:
+        """A new version, tracked until ``end`` (for hot paths; prefer ``stamped``)."""
+        version = self.next()
+        self._in_flight.add(version)
+        return version
+
+    def end(self, version: int) -> None:
+        self._in_flight.discard(version)
 
     @property
     def safe(self) -> int:

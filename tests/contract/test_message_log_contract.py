@@ -7,9 +7,11 @@ import itertools
 from collections.abc import Awaitable
 from typing import Any
 
+import msgspec
 import pytest
 
 from flare_im.backends.message_log.base import ConvHead, MessageLog
+from flare_im.ids import snowflake_floor
 from flare_im.protocol.frames import Message
 
 _msg_ids = itertools.count(1_000_000)
@@ -214,13 +216,12 @@ async def test_find_by_client_id(message_log: MessageLog) -> None:
 
 
 async def test_recent_client_ids_newest_first_since_and_limit(message_log: MessageLog) -> None:
-    base = 1_700_000_000_000
-    msgs = [
-        mk("g:a", 1, ts=base + 1000),
-        mk("g:b", 1, ts=base + 2000),
-        mk("g:a", 2, ts=base + 3000),
-        mk("g:c", 1, ts=base + 4000),
-    ]
+    base = 1_800_000_000_000
+
+    def at(conv: str, seq: int, ts: int) -> Message:  # ids are snowflakes generated at ``ts``
+        return msgspec.structs.replace(mk(conv, seq, ts=ts), msg_id=str(snowflake_floor(ts) + seq))
+
+    msgs = [at("g:a", 1, base + 1000), at("g:b", 1, base + 2000), at("g:a", 2, base + 3000), at("g:c", 1, base + 4000)]
     await append_all(message_log, msgs)
 
     def keys(ms: list[Message]) -> list[tuple[str, str]]:

@@ -18,7 +18,7 @@ import operator
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -65,6 +65,9 @@ class SqliteDatabase:
         self._writer = self._connect()
         self._writer.execute("PRAGMA journal_mode=WAL")
         self._writer.execute(f"PRAGMA synchronous={config.synchronous}")
+        # Checkpoint less often (each one runs inside a commit) and keep more pages cached.
+        self._writer.execute("PRAGMA wal_autocheckpoint=10000")
+        self._writer.execute("PRAGMA cache_size=-65536")
         self.reader = self._connect()
         self.reader.execute("PRAGMA query_only=1")
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -170,6 +173,15 @@ def _resolve(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]
             fut.set_exception(exc)
 
 
+ParamsFn = Callable[[list[tuple[Any, ...]]], Iterable[Sequence[Any]]]
+
+
+def columns(*positions: int) -> ParamsFn:
+    """Parameters that are the row's values at ``positions``, one set per row."""
+    pick = operator.itemgetter(*positions)
+    return lambda rows: map(pick, rows)
+
+
 class RowBatcher:
     """Turns many single-row writes into one ``executemany`` per transaction.
 
@@ -179,10 +191,11 @@ class RowBatcher:
     when the bulk statement fails, the rows are retried one by one so one bad row fails alone.
     """
 
-    def __init__(self, db: SqliteDatabase, statements: Sequence[tuple[str, Sequence[int]]]) -> None:
-        """``statements``: each SQL with the positions of the row's values it binds, in order."""
+    def __init__(self, db: SqliteDatabase, statements: Sequence[tuple[str, ParamsFn]]) -> None:
+        """``statements``: each SQL with the function that turns a batch of rows into its parameters
+        (``columns(...)`` for a plain projection; a function may also merge rows, e.g. keep a maximum)."""
         self._db = db
-        self._statements = [(sql, operator.itemgetter(*cols)) for sql, cols in statements]
+        self._statements = list(statements)
         self._lock = threading.Lock()
         self._rows: list[tuple[Any, ...]] = []
         self._pending: asyncio.Future[Any] | None = None
@@ -201,8 +214,8 @@ class RowBatcher:
             self._pending = None
         conn.execute("SAVEPOINT row_batch")
         try:
-            for sql, pick in self._statements:
-                conn.executemany(sql, map(pick, rows))
+            for sql, params in self._statements:
+                conn.executemany(sql, params(rows))
         except sqlite3.Error:
             conn.execute("ROLLBACK TO row_batch")
             conn.execute("RELEASE row_batch")
@@ -213,8 +226,8 @@ class RowBatcher:
     def _one(self, conn: sqlite3.Connection, row: tuple[Any, ...]) -> BaseException | None:
         conn.execute("SAVEPOINT row_one")
         try:
-            for sql, pick in self._statements:
-                conn.execute(sql, pick(row))
+            for sql, params in self._statements:
+                conn.executemany(sql, params([row]))
         except sqlite3.Error as exc:
             conn.execute("ROLLBACK TO row_one")
             conn.execute("RELEASE row_one")
@@ -222,9 +235,13 @@ class RowBatcher:
         conn.execute("RELEASE row_one")
         return None
 
-    async def write(self, row: tuple[Any, ...]) -> None:
-        """Add ``row`` and return once it is committed; raise its own error if it failed."""
+    def submit(self, row: tuple[Any, ...]) -> Coroutine[Any, Any, None]:
+        """Queue ``row`` now; the returned coroutine finishes once it is committed (or raises its error)."""
         fut, index = self.add(row)
-        errors = await fut
-        if errors is not None and errors[index] is not None:
-            raise errors[index]
+        return _row_result(fut, index)
+
+
+async def _row_result(fut: asyncio.Future[Any], index: int) -> None:
+    errors = await fut
+    if errors is not None and errors[index] is not None:
+        raise errors[index]

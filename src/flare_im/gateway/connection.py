@@ -177,7 +177,9 @@ class ClientConnection(WSListener):
                 self._close(CloseCode.PROTOCOL_VIOLATION, "the first frame must be auth")
             return
         if isinstance(frame, Send):
-            self._spawn(self._send(frame))
+            task = asyncio.ensure_future(self._send(frame))  # _send handles its own errors
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         elif isinstance(frame, Ping):
             self._reply(Pong(id=frame.id, ts=now_ms()))
         elif isinstance(frame, Auth):
@@ -232,6 +234,10 @@ class ClientConnection(WSListener):
             )
         except FlareError as exc:
             self._reply_error(frame.id, exc)
+            return
+        except Exception:
+            log.exception("send of %s/%s failed", self.user, self.device)
+            self._reply_error(frame.id, FlareError(ErrorCode.INTERNAL, "internal error"))
             return
         self._reply(
             Ack(

@@ -195,14 +195,11 @@ class Kick(_Frame, tag="kick"):
 ServerFrame = AuthOk | Ack | Ok | Msg | Receipt | Convs | Messages | Pong | Error | Kick
 
 
-_MESSAGE_FIELDS = Message.__struct_fields__
-
-
 def msg_from_message(m: Message) -> Msg:
     """The ``msg`` push of a stored message (same fields, tagged)."""
-    return Msg(*[getattr(m, f) for f in _MESSAGE_FIELDS])
+    return Msg(m.conv, m.seq, m.msg_id, m.sender, m.cmid, m.kind, m.body, m.ts)
 
 
 def message_from_msg(m: Msg) -> Message:
     """The message carried by a ``msg`` push."""
-    return Message(*[getattr(m, f) for f in _MESSAGE_FIELDS])
+    return Message(m.conv, m.seq, m.msg_id, m.sender, m.cmid, m.kind, m.body, m.ts)

@@ -7,6 +7,7 @@ Every membership change goes through this service, which keeps the cache in step
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 
@@ -63,7 +64,8 @@ class ConversationService:
         self._users = users
         self._memberships = memberships
         self._groups: dict[str, _GroupCache] = {}
-        self._direct_known: set[str] = set()
+        self._direct_known: dict[str, tuple[str, ...]] = {}  # conversation -> its two users
+        self._direct_pending: dict[str, asyncio.Future[tuple[str, ...]]] = {}
 
     # ------------------------------------------------------------------ send path
 
@@ -71,25 +73,38 @@ class ConversationService:
         """Users who receive a message ``sender`` sends to ``conv`` (sender included); raises FlareError
         403 if the sender may not send there, 404 if the peer or the group does not exist."""
         if conv.startswith("d:"):
-            ref = parse_conv(conv)
-            if sender not in ref.users:
+            users = self._direct_known.get(conv)
+            if users is None:
+                ref = parse_conv(conv)
+                if sender not in ref.users:
+                    raise forbidden("not a member of this conversation")
+                users = await self._ensure_direct(ref)
+            if sender != users[0] and sender != users[1]:
                 raise forbidden("not a member of this conversation")
-            if conv not in self._direct_known:
-                await self._ensure_direct(ref)
-            return list(ref.users)
+            return list(users)
         group = await self._group(conv)
         if sender not in group.members:
             raise forbidden("not a member of this conversation")
         return list(group.members)
 
-    async def _ensure_direct(self, ref: ConvRef) -> None:
+    async def _ensure_direct(self, ref: ConvRef) -> tuple[str, ...]:
+        # Concurrent first sends of one conversation share a single check-and-create.
+        pending = self._direct_pending.get(ref.conv)
+        if pending is None:
+            pending = asyncio.ensure_future(self._create_direct(ref))
+            self._direct_pending[ref.conv] = pending
+            pending.add_done_callback(lambda _: self._direct_pending.pop(ref.conv, None))
+        return await asyncio.shield(pending)
+
+    async def _create_direct(self, ref: ConvRef) -> tuple[str, ...]:
         existing = await self._users.get_users(ref.users)
         if len(existing) != 2:
             raise not_found("no such user")
         missing = [u for u in ref.users if await self._memberships.get_member(ref.conv, u) is None]
         if missing:
             await self._memberships.add_members([Member(conv=ref.conv, uid=u) for u in missing])
-        self._direct_known.add(ref.conv)
+        self._direct_known[ref.conv] = ref.users
+        return ref.users
 
     async def _group(self, conv: str) -> _GroupCache:
         cached = self._groups.get(conv)

@@ -26,32 +26,42 @@ Key = tuple[str, str]
 _MASK = (1 << 64) - 1
 
 
+def _hashes(key: object) -> tuple[int, int]:
+    h = hash(key) & _MASK
+    return h & 0xFFFFFFFF, (h >> 32) | 1
+
+
 class BloomFilter:
     """A plain Bloom filter over hashable keys (Python's hash, so only within one process)."""
 
-    def __init__(self, capacity: int, *, hashes: int = 7) -> None:
-        # ~9.6 bits per key and 7 hashes: about 1% false positives at capacity.
+    def __init__(self, capacity: int, *, hashes: int = 4) -> None:
+        # 10 bits per key and 4 hashes: about 1.2% false positives at capacity.
         self.capacity = max(1024, capacity)
-        self._bits = max(8, self.capacity * 10)
+        self._bits = self.capacity * 10
         self._array = bytearray(self._bits // 8 + 1)
-        self._hashes = hashes
+        self._k = hashes
         self.count = 0
 
-    def _positions(self, key: object) -> list[int]:
-        h = hash(key) & _MASK
-        h1, h2 = h & 0xFFFFFFFF, (h >> 32) | 1
-        bits = self._bits
-        return [(h1 + i * h2) % bits for i in range(self._hashes)]
-
     def add(self, key: object) -> None:
-        array = self._array
-        for p in self._positions(key):
+        self.add_hashed(*_hashes(key))
+
+    def __contains__(self, key: object) -> bool:
+        return self.has_hashed(*_hashes(key))
+
+    def add_hashed(self, h1: int, h2: int) -> None:
+        array, bits = self._array, self._bits
+        for i in range(self._k):
+            p = (h1 + i * h2) % bits
             array[p >> 3] |= 1 << (p & 7)
         self.count += 1
 
-    def __contains__(self, key: object) -> bool:
-        array = self._array
-        return all(array[p >> 3] & (1 << (p & 7)) for p in self._positions(key))
+    def has_hashed(self, h1: int, h2: int) -> bool:
+        array, bits = self._array, self._bits
+        for i in range(self._k):
+            p = (h1 + i * h2) % bits
+            if not array[p >> 3] & (1 << (p & 7)):
+                return False
+        return True
 
     @property
     def full(self) -> bool:
@@ -78,8 +88,6 @@ class IdempotencyCache:
 
     def put(self, key: Key, value: Message | asyncio.Future[Message]) -> None:
         entries = self._entries
-        if key not in entries:
-            self._remember(key)
         entries[key] = value
         entries.move_to_end(key)
         while len(entries) > self._max:
@@ -99,7 +107,20 @@ class IdempotencyCache:
         self._rotate()
         if time.monotonic() < self._trusted_from:
             return True
-        return any(key in f for f in self._current) or any(key in f for f in self._previous)
+        return self._seen(*_hashes(key))
+
+    def claim(self, key: Key) -> bool:
+        """``maybe_stored(key)``, then remember ``key`` as sent (hashing it once)."""
+        if self._window_s <= 0:
+            return False
+        self._rotate()
+        h1, h2 = _hashes(key)
+        stored = time.monotonic() < self._trusted_from or self._seen(h1, h2)
+        self._add(h1, h2)
+        return stored
+
+    def _seen(self, h1: int, h2: int) -> bool:
+        return any(f.has_hashed(h1, h2) for f in self._current) or any(f.has_hashed(h1, h2) for f in self._previous)
 
     def preload(self, keys: Iterable[Key], *, complete: bool) -> None:
         """Fill the filters with keys the log stored during the last window (after a restart).
@@ -113,11 +134,14 @@ class IdempotencyCache:
         if self._window_s <= 0:
             return
         self._rotate()
+        self._add(*_hashes(key))
+
+    def _add(self, h1: int, h2: int) -> None:
         current = self._current[-1]
         if current.full:
             current = BloomFilter(current.capacity * 2)
             self._current.append(current)
-        current.add(key)
+        current.add_hashed(h1, h2)
 
     def _rotate(self) -> None:
         now = time.monotonic()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Coroutine, Iterable
 from typing import Any, Protocol
 
 import msgspec
@@ -74,7 +74,7 @@ class MessageRouter:
             return known, True
         self._validate(kind, body)
         recipients = await self._conversations.recipients_for_send(sender, conv)
-        if self._idempotency.maybe_stored(key):
+        if self._idempotency.claim(key):
             stored = await self._log.find_by_client_id(sender, cmid)
             if stored is not None:
                 self._idempotency.put(key, stored)
@@ -105,30 +105,29 @@ class MessageRouter:
         mark_read: bool = False,
     ) -> Message:
         pending: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self._idempotency.put(key, pending)
-        read: asyncio.Future[None] | None = None
+        idempotency = self._idempotency
+        idempotency.put(key, pending)
+        clock = self._clock
+        version = clock.begin()
+        read_version = 0
+        read: Awaitable[None] | None = None
         try:
             seq = await self._sequencer.next_seq(conv)
-            message = Message(
-                conv=conv,
-                seq=seq,
-                msg_id=str(self._ids.next_id()),
-                sender=sender,
-                cmid=cmid,
-                kind=kind,
-                body=body,
-                ts=now_ms(),
-            )
-            appended = self._clock.stamped(lambda v: self._log.append(message, v))
-            # The sender has read its own message. Queued right behind the append (usually the same
-            # commit), and awaited, so the sender's conversation list is right as soon as it has the ack.
-            read = asyncio.ensure_future(self._advance_own_read(message)) if mark_read else None
+            message = Message(conv, seq, str(self._ids.next_id()), sender, cmid, kind, body, now_ms())
+            appended = self._log.append(message, version)
+            if mark_read:
+                # The sender has read its own message: queued right behind the append (the same commit,
+                # as a rule) and awaited, so the sender's list is right as soon as it has the ack.
+                read_version = clock.begin()
+                read = self._memberships.mark_sent(conv, sender, seq, read_version)
             await appended
         except BaseException as exc:
             if read is not None:
-                read.cancel()
+                clock.end(read_version)
+                if isinstance(read, Coroutine):
+                    read.close()
             self._sequencer.forget(conv)
-            self._idempotency.discard(key)
+            idempotency.discard(key)
             error = exc if isinstance(exc, FlareError) else FlareError(ErrorCode.INTERNAL, "message not stored")
             pending.set_exception(error)
             pending.exception()  # a retry may never await it: mark it retrieved
@@ -136,19 +135,18 @@ class MessageRouter:
                 raise
             log.exception("append to %s failed", conv)
             raise error from exc
-        self._idempotency.put(key, message)
+        finally:
+            clock.end(version)
+        idempotency.put(key, message)
         pending.set_result(message)
         if read is not None:
-            await read
+            try:
+                await read
+            except Exception:  # the message is stored; a stale read seq only shows as unread
+                log.exception("advancing the read seq of %s in %s failed", sender, conv)
+            finally:
+                clock.end(read_version)
         return message
-
-    async def _advance_own_read(self, message: Message) -> None:
-        try:
-            await self._clock.stamped(
-                lambda v: self._memberships.advance_read(message.conv, message.sender, message.seq, v)
-            )
-        except Exception:  # the message is stored; a stale read seq only shows as unread
-            log.exception("advancing the read seq of %s in %s failed", message.sender, message.conv)
 
     def _validate(self, kind: str, body: dict[str, Any]) -> None:
         if kind == SYSTEM_KIND:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -18,10 +18,11 @@ class ConvHead:
 
 
 class MessageLog(Protocol):
-    async def append(self, message: Message, version: int) -> None:
-        """Durably store ``message`` (returns only after it is committed) and make it the head of its
-        conversation (max seq, last message, ``version``). The caller assigns seqs; appending a seq that
-        already exists in the conversation raises and stores nothing. Appends are applied in call order."""
+    def append(self, message: Message, version: int) -> Awaitable[None]:
+        """Queue ``message`` at once (appends are applied in call order) and return an awaitable that
+        completes when it is durably stored and is the head of its conversation (max seq, last message,
+        ``version``). The caller assigns seqs; appending a seq that already exists in the conversation
+        fails (the awaitable raises) and stores nothing."""
         ...
 
     async def max_seq(self, conv: str) -> int:
@@ -42,8 +43,9 @@ class MessageLog(Protocol):
         ...
 
     async def recent_client_ids(self, since_ms: int, limit: int) -> list[tuple[str, str]]:
-        """``(sender, cmid)`` of the messages stored at or after ``since_ms``, newest first, at most
-        ``limit`` (warms the idempotency filters after a restart)."""
+        """``(sender, cmid)`` of the messages whose id was generated at or after ``since_ms`` (ids are
+        time-ordered snowflakes), newest first, at most ``limit`` (warms the idempotency filters after a
+        restart)."""
         ...
 
     async def max_version(self) -> int:

@@ -1,23 +1,24 @@
-"""Message log on SQLite (embedded). Rows are keyed (conv, seq); appends are group-committed."""
+"""Message log on SQLite (embedded). Rows are unique on (conv, seq); appends are group-committed."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from typing import Any
 
 import msgspec
 
 from flare_im.backends.message_log.base import ConvHead
-from flare_im.backends.sqlite_db import RowBatcher, SqliteDatabase
+from flare_im.backends.sqlite_db import RowBatcher, SqliteDatabase, columns
+from flare_im.ids import snowflake_floor
 from flare_im.protocol.frames import Message
 
+# msg_id (time-ordered) is the rowid, so appends go to the end of the table and "recent" is a range on it.
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS messages (
-        conv TEXT NOT NULL, seq INTEGER NOT NULL, msg_id INTEGER NOT NULL, sender TEXT NOT NULL,
-        cmid TEXT NOT NULL, kind TEXT NOT NULL, body BLOB NOT NULL, ts INTEGER NOT NULL,
-        PRIMARY KEY (conv, seq)) WITHOUT ROWID""",
+        msg_id INTEGER PRIMARY KEY, conv TEXT NOT NULL, seq INTEGER NOT NULL, sender TEXT NOT NULL,
+        cmid TEXT NOT NULL, kind TEXT NOT NULL, body BLOB NOT NULL, ts INTEGER NOT NULL)""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS messages_conv_seq ON messages (conv, seq)",
     "CREATE INDEX IF NOT EXISTS messages_client_id ON messages (sender, cmid)",
-    "CREATE INDEX IF NOT EXISTS messages_ts ON messages (ts)",
     """CREATE TABLE IF NOT EXISTS conv_heads (
         conv TEXT PRIMARY KEY, max_seq INTEGER NOT NULL, version INTEGER NOT NULL) WITHOUT ROWID""",
 )
@@ -40,6 +41,16 @@ def _row_to_message(row: Any) -> Message:
     )
 
 
+def _heads(rows: list[tuple[Any, ...]]) -> Iterable[tuple[str, int, int]]:
+    """One head update per conversation of the batch: its largest seq and version."""
+    heads: dict[str, tuple[str, int, int]] = {}
+    for row in rows:
+        conv, seq, version = row[0], row[1], row[8]
+        known = heads.get(conv)
+        heads[conv] = (conv, max(seq, known[1]), max(version, known[2])) if known else (conv, seq, version)
+    return heads.values()
+
+
 class SqliteMessageLog:
     def __init__(self, db: SqliteDatabase) -> None:
         self._db = db
@@ -48,18 +59,18 @@ class SqliteMessageLog:
         self._appends = RowBatcher(
             db,
             (
-                (f"INSERT INTO messages ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)", range(8)),
+                (f"INSERT INTO messages ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)", columns(*range(8))),
                 (
                     "INSERT INTO conv_heads (conv, max_seq, version) VALUES (?,?,?) ON CONFLICT (conv) DO UPDATE"
                     " SET max_seq = max(max_seq, excluded.max_seq), version = max(version, excluded.version)",
-                    (0, 1, 8),
+                    _heads,
                 ),
             ),
         )
 
-    async def append(self, message: Message, version: int) -> None:
+    def append(self, message: Message, version: int) -> Awaitable[None]:
         m = message
-        await self._appends.write(
+        return self._appends.submit(
             (m.conv, m.seq, int(m.msg_id), m.sender, m.cmid, m.kind, _encode(m.body), m.ts, version)
         )
 
@@ -101,7 +112,8 @@ class SqliteMessageLog:
 
     async def recent_client_ids(self, since_ms: int, limit: int) -> list[tuple[str, str]]:
         rows = self._db.fetchall(
-            "SELECT sender, cmid FROM messages WHERE ts >= ? ORDER BY ts DESC LIMIT ?", (since_ms, limit)
+            "SELECT sender, cmid FROM messages WHERE msg_id >= ? ORDER BY msg_id DESC LIMIT ?",
+            (snowflake_floor(since_ms), limit),
         )
         return [(r[0], r[1]) for r in rows]
 

@@ -6,7 +6,7 @@ Every write returns only after it is durable.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -105,6 +105,11 @@ class MembershipStore(Protocol):
 
     async def advance_read(self, conv: str, uid: str, seq: int, version: int) -> bool:
         """Set the read seq to ``seq`` if that is larger (never moves back). True if it moved."""
+        ...
+
+    def mark_sent(self, conv: str, uid: str, seq: int, version: int) -> Awaitable[None]:
+        """``uid`` sent message ``seq``: its read seq moves up to it (never back). Queued at once, batched
+        with other writes; the awaitable completes when that is durable."""
         ...
 
     async def advance_delivered(self, conv: str, uid: str, seq: int) -> bool:

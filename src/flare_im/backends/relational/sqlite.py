@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from flare_im.backends.relational.base import AlreadyExists, Group, Member, User
-from flare_im.backends.sqlite_db import SqliteDatabase
+from flare_im.backends.sqlite_db import RowBatcher, SqliteDatabase, columns
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS users (
@@ -68,6 +68,15 @@ class SqliteRelational:
     def __init__(self, db: SqliteDatabase) -> None:
         self._db = db
         db.migrate(SCHEMA)
+        self._sent = RowBatcher(
+            db,
+            [
+                (
+                    "UPDATE members SET read_seq = ?, version = ? WHERE uid = ? AND conv = ? AND read_seq < ?",
+                    columns(0, 1, 2, 3, 0),
+                )
+            ],
+        )
 
     # ---------------------------------------------------------------- users
 
@@ -210,6 +219,9 @@ class SqliteRelational:
 
         moved: bool = await self._db.write(op)
         return moved
+
+    def mark_sent(self, conv: str, uid: str, seq: int, version: int) -> Awaitable[None]:
+        return self._sent.submit((seq, version, uid, conv))
 
     async def advance_delivered(self, conv: str, uid: str, seq: int) -> bool:
         def op(conn: sqlite3.Connection) -> bool:
