@@ -37,6 +37,7 @@ class SqliteConfig:
     synchronous: str = "FULL"  # FULL: durable across power loss; NORMAL: across process crashes only
     max_batch: int = 4096  # operations per transaction (group commit bound)
     busy_timeout_ms: int = 5000
+    checkpoint_interval_s: float = 1.0
 
 
 def parse_sqlite_url(url: str) -> str:
@@ -65,14 +66,17 @@ class SqliteDatabase:
         self._writer = self._connect()
         self._writer.execute("PRAGMA journal_mode=WAL")
         self._writer.execute(f"PRAGMA synchronous={config.synchronous}")
-        # Checkpoint less often (each one runs inside a commit) and keep more pages cached.
-        self._writer.execute("PRAGMA wal_autocheckpoint=10000")
+        # Checkpoints run on their own thread and connection (see _checkpoints), not inside a commit,
+        # where copying the WAL back would stall every send waiting for that commit.
+        self._writer.execute("PRAGMA wal_autocheckpoint=0")
         self._writer.execute("PRAGMA cache_size=-65536")
         self.reader = self._connect()
         self.reader.execute("PRAGMA query_only=1")
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._checkpointer: threading.Thread | None = None
+        self._stop_checkpoints = threading.Event()
         self.commits = 0  # transactions committed (for metrics and tests of group commit)
         self.ops = 0
 
@@ -92,6 +96,9 @@ class SqliteDatabase:
         self._loop = asyncio.get_running_loop()
         self._thread = threading.Thread(target=self._run, name="flare-sqlite-writer", daemon=True)
         self._thread.start()
+        if self._path != ":memory:" and not self._uri:
+            self._checkpointer = threading.Thread(target=self._checkpoints, name="flare-sqlite-ckpt", daemon=True)
+            self._checkpointer.start()
 
     async def close(self) -> None:
         """Flush queued writes, stop the writer thread, close both connections."""
@@ -99,6 +106,11 @@ class SqliteDatabase:
             self._queue.put(_STOP)
             await asyncio.to_thread(self._thread.join)
             self._thread = None
+        if self._checkpointer is not None:
+            self._stop_checkpoints.set()
+            await asyncio.to_thread(self._checkpointer.join)
+            self._checkpointer = None
+        self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._writer.close()
         self.reader.close()
 
@@ -118,6 +130,20 @@ class SqliteDatabase:
 
     def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
         return self.reader.execute(sql, tuple(params)).fetchall()
+
+    # ------------------------------------------------------------- checkpoint thread
+
+    def _checkpoints(self) -> None:
+        """Copy the WAL back into the database regularly (PASSIVE: never blocks the writer)."""
+        conn = self._connect()
+        try:
+            while not self._stop_checkpoints.wait(self.config.checkpoint_interval_s):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error:
+                    log.exception("sqlite checkpoint failed")
+        finally:
+            conn.close()
 
     # ------------------------------------------------------------- writer thread
 
