@@ -21,6 +21,7 @@ from flare_im.backends.sqlite_db import SqliteConfig, SqliteDatabase, parse_sqli
 from flare_im.config import Settings
 from flare_im.gateway.connection import GatewayContext, GatewayLimits
 from flare_im.gateway.hub import Hub
+from flare_im.gateway.output import OutputBatcher
 from flare_im.gateway.server import start_ws_server
 from flare_im.ids import Snowflake, VersionClock, now_ms
 from flare_im.protocol.codec import Encoding, ServerCodec
@@ -123,6 +124,7 @@ async def build_node(settings: Settings) -> Node:
         limits=limits,
         json_codec=ServerCodec(Encoding.JSON, max_frame_bytes=settings.max_frame_bytes),
         msgpack_codec=ServerCodec(Encoding.MSGPACK, max_frame_bytes=settings.max_frame_bytes),
+        output=OutputBatcher(),
     )
     api = ApiContext(auth=auth, users=users, groups=groups, router=router, sync=sync, ws_urls=[settings.ws_url])
     return Node(settings, list(databases.values()), hub, gateway, api, router)

@@ -20,6 +20,7 @@ import msgspec
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
 from flare_im.gateway.hub import Hub, encode_for
+from flare_im.gateway.output import OutputBatcher, ws_frame
 from flare_im.ids import now_ms
 from flare_im.protocol.codec import Encoding, ServerCodec
 from flare_im.protocol.errors import CloseCode, ErrorCode, FlareError
@@ -74,6 +75,7 @@ class GatewayContext:
     limits: GatewayLimits
     json_codec: ServerCodec
     msgpack_codec: ServerCodec
+    output: OutputBatcher
     accepting: bool = True
 
 
@@ -96,11 +98,12 @@ class ClientConnection(WSListener):
     def __init__(self, ctx: GatewayContext, encoding: Encoding) -> None:
         self.ctx = ctx
         self.encoding = encoding
-        self._msg_type = WSMsgType.BINARY if encoding.binary else WSMsgType.TEXT
+        self._binary = encoding.binary
         self.user = ""
         self.device = ""
         self.session = ""
         self._transport: WSTransport | None = None
+        self._raw: asyncio.WriteTransport | None = None  # the TCP transport under picows
         self._authenticating = False
         self._closed = False
         self._tokens = float(ctx.limits.rate_burst)
@@ -114,8 +117,9 @@ class ClientConnection(WSListener):
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self._transport = transport
+        self._raw = transport.underlying_transport
         limits = self.ctx.limits
-        transport.underlying_transport.set_write_buffer_limits(high=limits.send_buffer_bytes)
+        self._raw.set_write_buffer_limits(high=limits.send_buffer_bytes)
         loop = asyncio.get_running_loop()
         self._auth_timer = loop.call_later(limits.auth_timeout_s, self._auth_deadline)
 
@@ -292,18 +296,27 @@ class ClientConnection(WSListener):
     # ------------------------------------------------------------------ output
 
     def push(self, data: bytes) -> None:
-        transport = self._transport
-        if transport is None or self._closed:
+        """Send one encoded frame (batched with this iteration's other frames to this connection)."""
+        self.push_framed(ws_frame(data, self._binary))
+
+    def push_framed(self, frame: bytes) -> None:
+        """Send a complete WebSocket frame (a fan-out frame is built once for all connections)."""
+        if self._raw is None or self._closed:
             return
-        transport.send(self._msg_type, data)
-        if self._slow_timer is not None:
-            # Already past the mark: past four times it, do not wait out the grace period.
-            size = transport.underlying_transport.get_write_buffer_size()
-            if size > 4 * self.ctx.limits.send_buffer_bytes:
-                self._close(CloseCode.SLOW_CONSUMER, "slow consumer")
+        self.ctx.output.queue(self._raw, frame, self._after_write)
+
+    def _after_write(self) -> None:
+        # Already past the mark: past four times it, do not wait out the grace period.
+        raw = self._raw
+        if (
+            self._slow_timer is not None
+            and raw is not None
+            and raw.get_write_buffer_size() > 4 * self.ctx.limits.send_buffer_bytes
+        ):
+            self._close(CloseCode.SLOW_CONSUMER, "slow consumer")
 
     def _reply(self, frame: ServerFrame) -> None:
-        self.push(encode_for(self.encoding, frame))
+        self.push_framed(ws_frame(encode_for(self.encoding, frame), self._binary))
 
     def _reply_error(self, req_id: int | None, exc: FlareError) -> None:
         self._reply(Error(id=req_id, code=int(exc.code), message=exc.message, retryable=exc.retryable))
@@ -334,5 +347,7 @@ class ClientConnection(WSListener):
             self.ctx.hub.unregister(self)
         transport = self._transport
         if transport is not None:
+            if self._raw is not None:
+                self.ctx.output.flush_one(self._raw)  # queued frames (e.g. a kick) go before the close
             transport.send_close(WSCloseCode(code), reason.encode()[:120])
             transport.disconnect()

@@ -12,6 +12,7 @@ from typing import Protocol
 
 import msgspec
 
+from flare_im.gateway.output import ws_frame
 from flare_im.protocol.codec import Encoding
 from flare_im.protocol.frames import Kick, Message, Msg, Receipt, ServerFrame, msg_from_message
 
@@ -26,8 +27,8 @@ class Peer(Protocol):
     device: str
     encoding: Encoding
 
-    def push(self, data: bytes) -> None:
-        """Write an already-encoded frame (never blocks; a slow peer is disconnected instead)."""
+    def push_framed(self, frame: bytes) -> None:
+        """Write a complete WebSocket frame (never blocks; a slow peer is disconnected instead)."""
         ...
 
     def kick(self, code: int, reason: str, *, reconnect: bool, retry_after_ms: int = 0) -> None: ...
@@ -88,12 +89,12 @@ class Hub:
                     continue
                 if peer.encoding is Encoding.JSON:
                     if encoded_json is None:
-                        encoded_json = _json.encode(frame)
-                    peer.push(encoded_json)
+                        encoded_json = ws_frame(_json.encode(frame), False)
+                    peer.push_framed(encoded_json)
                 else:
                     if encoded_msgpack is None:
-                        encoded_msgpack = _msgpack.encode(frame)
-                    peer.push(encoded_msgpack)
+                        encoded_msgpack = ws_frame(_msgpack.encode(frame), True)
+                    peer.push_framed(encoded_msgpack)
 
     def kick_all(self, code: int, reason: str, *, retry_after_ms: int) -> int:
         """Tell every connection to reconnect (shutdown); returns how many were told."""
