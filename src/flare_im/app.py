@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import socket
@@ -130,6 +131,20 @@ async def build_node(settings: Settings) -> Node:
     return Node(settings, list(databases.values()), hub, gateway, api, router)
 
 
+def tune_gc(threshold: int) -> None:
+    """Collect the youngest generation less often and leave start-up objects out of collections.
+
+    A busy server holds many live objects (messages in flight, futures, connections); with the default
+    threshold (700) the collector runs thousands of times a second and walks them. Measured: +40% 1:1
+    throughput at 50,000 (docs/performance.md). Reference cycles are still collected.
+    """
+    if threshold > 0:
+        gc.collect()
+        gc.freeze()
+        _, second, third = gc.get_threshold()
+        gc.set_threshold(threshold, second, third)
+
+
 class _ApiServer(uvicorn.Server):
     """uvicorn inside our loop: signals are ours (graceful shutdown covers both gateways)."""
 
@@ -147,6 +162,7 @@ def _listen(host: str, port: int) -> socket.socket:
 async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> int:
     """Run until SIGINT/SIGTERM; then stop accepting, tell clients to reconnect, flush, return 0."""
     node = await build_node(settings)
+    tune_gc(settings.gc_threshold)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

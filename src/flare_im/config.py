@@ -41,6 +41,7 @@ class Settings:
     idempotency_window_s: int = 300
     idempotency_cache_size: int = 20_000  # most recent sends kept exactly (older ones: filters + log)
     shutdown_grace_s: float = 5.0
+    gc_threshold: int = 50_000  # allocations between young-generation collections (0: Python's default)
     log_level: str = "INFO"
     extra: Mapping[str, str] = field(default_factory=dict)
 

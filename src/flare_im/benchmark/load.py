@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import resource
 import time
@@ -376,6 +377,7 @@ def worker_main(plan: WorkerPlan, conn: Connection) -> None:
     if plan.cpu is not None:
         os.sched_setaffinity(0, {plan.cpu})
     raise_fd_limit()
+    gc.set_threshold(50_000, 20, 100)  # the load generator holds many live objects too (see app.tune_gc)
     import uvloop
 
     uvloop.run(_main(plan, conn))

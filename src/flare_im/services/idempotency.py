@@ -69,7 +69,7 @@ class BloomFilter:
 
 
 class IdempotencyCache:
-    def __init__(self, *, window_s: int, max_entries: int, bloom_capacity: int = 1 << 16) -> None:
+    def __init__(self, *, window_s: int, max_entries: int, bloom_capacity: int = 1 << 20) -> None:
         self._window_s = window_s
         self._max = max_entries
         self._entries: OrderedDict[Key, Message | asyncio.Future[Message]] = OrderedDict()
