@@ -209,7 +209,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> in
     log.info("shutting down: %d connections", len(node.hub))
     node.gateway.accepting = False
     ws_server.close()
-    in_flight = [t for peer in node.hub.peers() for t in peer.in_flight()]
+    in_flight = list(node.gateway.in_flight)
     if in_flight:  # let requests already received finish, so their acks reach the clients
         await asyncio.wait(in_flight, timeout=settings.shutdown_grace_s)
     told = node.hub.kick_all(CloseCode.SERVER_RESTART, "server restarting", retry_after_ms=1000)

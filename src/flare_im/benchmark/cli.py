@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.bench == "group":
         report = _with(_flare(args), bench_group, args.members, args.senders, opts)
     else:
-        report = _with(_flare(args), bench_idle, args.connections, opts, args.hold)
+        report = _with(_flare(args), lambda s: bench_idle(s, args.connections, opts, hold_s=args.hold))
     report["pinning"] = {"server_cpu": args.server_cpu, "load_cpu": args.load_cpu}
     report["machine"] = machine()
     if args.json:

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -76,6 +76,7 @@ class GatewayContext:
     json_codec: ServerCodec
     msgpack_codec: ServerCodec
     output: OutputBatcher
+    in_flight: set[asyncio.Task[None]] = field(default_factory=set)  # requests received, not yet answered
     accepting: bool = True
 
 
@@ -95,6 +96,25 @@ def _peek_id(data: bytes, binary: bool) -> int | None:
 
 
 class ClientConnection(WSListener):
+    # Slots: tens of thousands of these live at once, and an idle one should cost little memory.
+    __slots__ = (
+        "_auth_timer",
+        "_authenticating",
+        "_binary",
+        "_closed",
+        "_rate_violations",
+        "_raw",
+        "_slow_timer",
+        "_tokens",
+        "_tokens_at",
+        "_transport",
+        "ctx",
+        "device",
+        "encoding",
+        "session",
+        "user",
+    )
+
     def __init__(self, ctx: GatewayContext, encoding: Encoding) -> None:
         self.ctx = ctx
         self.encoding = encoding
@@ -111,7 +131,6 @@ class ClientConnection(WSListener):
         self._rate_violations = 0
         self._auth_timer: asyncio.TimerHandle | None = None
         self._slow_timer: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ transport callbacks
 
@@ -182,8 +201,8 @@ class ClientConnection(WSListener):
             return
         if isinstance(frame, Send):
             task = asyncio.ensure_future(self._send(frame))  # _send handles its own errors
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self.ctx.in_flight.add(task)
+            task.add_done_callback(self.ctx.in_flight.discard)
         elif isinstance(frame, Ping):
             self._reply(Pong(id=frame.id, ts=now_ms()))
         elif isinstance(frame, Auth):
@@ -283,8 +302,8 @@ class ClientConnection(WSListener):
 
     def _spawn(self, coro: Any) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(self._guard(coro))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.ctx.in_flight.add(task)
+        task.add_done_callback(self.ctx.in_flight.discard)
 
     async def _guard(self, coro: Any) -> None:
         try:
@@ -330,9 +349,6 @@ class ClientConnection(WSListener):
             )
         )
         self._close(code, reason)
-
-    def in_flight(self) -> list[asyncio.Task[None]]:
-        return list(self._tasks)
 
     def _auth_deadline(self) -> None:
         self._auth_timer = None

@@ -6,7 +6,6 @@ connection does). A frame fanned out to many devices is encoded once per encodin
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Iterator
 from typing import Protocol
 
@@ -32,10 +31,6 @@ class Peer(Protocol):
         ...
 
     def kick(self, code: int, reason: str, *, reconnect: bool, retry_after_ms: int = 0) -> None: ...
-
-    def in_flight(self) -> list[asyncio.Task[None]]:
-        """Requests received and not yet answered."""
-        ...
 
 
 class Hub:

@@ -15,6 +15,9 @@ SUBPROTOCOLS = {"flare.v1.json": Encoding.JSON, "flare.v1.msgpack": Encoding.MSG
 # Frames up to this size reach the codec, which answers oversize ones (> max_frame_bytes) with error 413;
 # larger ones are refused by the transport itself (close 1009).
 HARD_FRAME_LIMIT_FACTOR = 16
+# picows' per-connection read buffer starts at this size and grows for larger frames: most IM frames are
+# small, and idle connections should cost little memory (default 16 KiB).
+READ_BUFFER_BYTES = 1024
 
 
 def _choose(request: WSUpgradeRequest) -> tuple[Encoding, str | None] | None:
@@ -67,6 +70,7 @@ async def start_ws_server(
         auto_ping_reply_timeout=heartbeat_timeout_s,
         max_frame_size=ctx.limits.max_frame_bytes * HARD_FRAME_LIMIT_FACTOR,
         websocket_handshake_timeout=10,
+        read_buffer_init_size=READ_BUFFER_BYTES,
         logger_name="gateway",
     )
     return server
