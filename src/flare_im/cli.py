@@ -41,6 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',
         )
         logging.getLogger("picows").setLevel(max(logging.WARNING, logging.getLogger().level))
+        from flare_im.oslimits import raise_fd_limit
+
+        raise_fd_limit()
         from flare_im.app import serve
 
         try:

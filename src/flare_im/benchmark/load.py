@@ -23,6 +23,8 @@ from typing import Any
 import msgspec
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
+from flare_im.oslimits import raise_fd_limit
+
 FLARE = "flare"
 RELAY = "relay"
 
@@ -344,16 +346,6 @@ class _Run:
 def _cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def raise_fd_limit() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    for target in (1 << 20, hard):
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (max(target, soft), max(target, hard)))
-            return
-        except (ValueError, OSError):
-            continue
 
 
 async def _main(plan: WorkerPlan, conn: Connection) -> None:

@@ -369,7 +369,7 @@ def bench_idle(server: Server, connections: int, opts: LoadOptions, *, hold_s: f
     uids = [f"i{tag}-{i}" for i in range(connections)]
     tokens = provision(server, uids)
     baseline = server.sample()
-    per_process = 20_000  # source ports per source address stay well inside the ephemeral range
+    per_process = 15_000  # below the usual per-process open-file limit and the ephemeral port range
     parts = max(opts.workers, -(-connections // per_process))
     groups = [[Endpoint(u, tokens[u]) for u in uids[i::parts]] for i in range(parts)]
     plans = [

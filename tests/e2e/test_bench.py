@@ -1,0 +1,63 @@
+"""`flare bench` runs end to end on a tiny load and reports consistent numbers (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+
+def bench(*args: str) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "flare_im.cli", "bench", *args, "--duration", "1", "--warmup", "0.3", "--json"],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    report: dict[str, Any] = json.loads(proc.stdout)
+    return report
+
+
+def test_p2p_against_flare_and_the_relay() -> None:
+    r = bench("p2p", "--pairs", "3", "--window", "2", "--compare-relay")
+    assert (r["benchmark"], r["target"], r["connected"], r["connect_errors"]) == ("p2p", "flare", 6, 0)
+    assert r["loss"] == 0
+    assert r["errors"] == 0
+    assert r["acked"] == r["delivered"] == r["sent"] > 0
+    assert r["delivered_per_s"] > 0
+    assert r["latency_ms"]["count"] > 0
+    lat = r["latency_ms"]
+    assert 0 < lat["p50_ms"] <= lat["p99_ms"] <= lat["p999_ms"] <= lat["max_ms"]
+    assert r["server"]["rss_mb"] > 0
+    assert "cpu_percent" in r["server"]
+    assert r["relay"]["delivered_per_s"] > 0
+    assert r["relay"]["loss"] == 0
+    assert r["ratio_to_relay"] == round(r["delivered_per_s"] / r["relay"]["delivered_per_s"], 3)
+    assert r["machine"]["cpus"] >= 1
+
+
+def test_p2p_at_a_fixed_rate() -> None:
+    r = bench("p2p", "--pairs", "2", "--rate", "200")
+    assert r["loss"] == 0
+    assert r["rate"] == 200.0
+    assert r["sent"] <= 200 * 1.3 + 10  # paced, not saturating (warm-up included)
+
+
+def test_group_fan_out() -> None:
+    r = bench("group", "--members", "6", "--senders", "2", "--window", "2")
+    assert (r["benchmark"], r["connected"], r["loss"], r["errors"]) == ("group", 6, 0, 0)
+    assert r["delivered"] == r["acked"] * 5  # every message reaches the 5 other members
+
+
+def test_idle_memory_per_connection() -> None:
+    r = bench("idle", "--connections", "50", "--hold", "0.5")
+    assert (r["connected"], r["connect_errors"]) == (50, 0)
+    assert r["server"]["rss_after_mb"] >= r["server"]["rss_before_mb"] - 1
+    assert "bytes_per_connection" in r
+
+
+def test_relay_alone() -> None:
+    r = bench("relay", "--pairs", "2", "--window", "2")
+    assert (r["target"], r["loss"], r["connected"]) == ("relay", 0, 4)
