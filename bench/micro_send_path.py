@@ -39,12 +39,11 @@ async def main(n: int, concurrency: int) -> None:
         await asyncio.gather(*(worker(k) for k in range(concurrency)))
         elapsed = time.perf_counter() - start
         db = node.databases[0]
-        print(f"{n} sends in {elapsed:.2f}s: {n / elapsed:,.0f} msgs/s; {db.commits} commits, "
-              f"{db.ops} write ops")
+        print(f"{n} sends in {elapsed:.2f}s: {n / elapsed:,.0f} msgs/s; {db.commits} commits, {db.ops} write ops")
         for db in node.databases:
             await db.close()
 
 
 if __name__ == "__main__":
     args = [int(a) for a in sys.argv[1:]]
-    uvloop.run(main(*(args + [50_000, 1000][len(args):])))
+    uvloop.run(main(*(args + [50_000, 1000][len(args) :])))
