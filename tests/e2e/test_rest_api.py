@@ -80,6 +80,24 @@ async def test_admin_api_requires_the_key(server: ServerProcess) -> None:
         assert err.value.code == ErrorCode.UNAUTHORIZED
 
 
+async def test_admin_batch_import_and_tokens(server: ServerProcess) -> None:
+    async with RestClient(server.api_url, admin_key=server.admin_key) as admin:
+        await admin.admin_create_user("b0")
+        out = await admin.admin_import_users(["b0", "b1", "b2"])
+        assert (sorted(out["created"]), out["existing"]) == (["b1", "b2"], ["b0"])
+        with pytest.raises(FlareError) as err:  # one invalid id fails the whole request, nothing created
+            await admin.admin_import_users(["b3", "not valid"])
+        assert err.value.code == ErrorCode.INVALID
+        with pytest.raises(FlareError) as err:
+            await admin.admin_issue_tokens(["b3"])
+        assert err.value.code == ErrorCode.NOT_FOUND
+        tokens = await admin.admin_issue_tokens(["b1", "b2"], ttl_s=600)
+    assert sorted(tokens) == ["b1", "b2"]
+    client = FlareClient(server.ws_url, tokens["b2"], "d")
+    assert (await client.connect()).user == "b2"
+    await client.close()
+
+
 async def test_profiles_groups_and_history(harness: Harness) -> None:
     for u in ("owner", "adm", "mem", "other"):
         await harness.user(u)
