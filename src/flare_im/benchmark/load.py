@@ -219,12 +219,7 @@ class _Run:
             result.latencies_ns.append(now - sent_at)
 
     def _delivered(self, now: int, sent_at: int, key: str, seq: int) -> None:
-        result = self.result
-        result.delivered += 1
-        if self.window_start <= now < self.window_end:
-            result.delivered_in_window += 1
-        if self.window_start <= sent_at < self.window_end:
-            result.latencies_ns.append(now - sent_at)
+        self.count_push(now, sent_at)
         if self.plan.exact_loss:
             self.delivered_keys.add((key, seq))
 
