@@ -35,7 +35,9 @@ class Peer(Protocol):
 
 class Hub:
     def __init__(self) -> None:
-        self._users: dict[str, dict[str, Peer]] = {}
+        # user -> that user's connections. A tuple, not a dict: most users have one or two devices, and
+        # an idle connection should cost little memory.
+        self._users: dict[str, tuple[Peer, ...]] = {}
         self._count = 0
 
     def __len__(self) -> int:
@@ -43,27 +45,29 @@ class Hub:
 
     def register(self, peer: Peer) -> Peer | None:
         """Add ``peer``; returns the connection it replaces (same user and device), if any."""
-        devices = self._users.setdefault(peer.user, {})
-        old = devices.get(peer.device)
-        devices[peer.device] = peer
+        devices = self._users.get(peer.user, ())
+        old = next((p for p in devices if p.device == peer.device), None)
+        self._users[peer.user] = (*(p for p in devices if p is not old), peer)
         if old is None:
             self._count += 1
         return old
 
     def unregister(self, peer: Peer) -> None:
-        devices = self._users.get(peer.user)
-        if devices is not None and devices.get(peer.device) is peer:
-            del devices[peer.device]
-            self._count -= 1
-            if not devices:
+        devices = self._users.get(peer.user, ())
+        if peer in devices:
+            rest = tuple(p for p in devices if p is not peer)
+            if rest:
+                self._users[peer.user] = rest
+            else:
                 del self._users[peer.user]
+            self._count -= 1
 
     def devices(self, user: str) -> list[str]:
-        return list(self._users.get(user, ()))
+        return [p.device for p in self._users.get(user, ())]
 
     def peers(self) -> Iterator[Peer]:
         for devices in list(self._users.values()):
-            yield from list(devices.values())
+            yield from devices
 
     def deliver_message(self, uids: Iterable[str], message: Message, *, skip: tuple[str, str] | None) -> None:
         self._deliver(uids, msg_from_message(message), skip)
@@ -79,8 +83,8 @@ class Hub:
             devices = users.get(uid)
             if not devices:
                 continue
-            for device, peer in list(devices.items()):
-                if skip is not None and skip[0] == uid and skip[1] == device:
+            for peer in devices:
+                if skip is not None and skip[0] == uid and skip[1] == peer.device:
                     continue
                 if peer.encoding is Encoding.JSON:
                     if encoded_json is None:
