@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,6 @@ class Settings:
     shutdown_grace_s: float = 5.0
     gc_threshold: int = 50_000  # allocations between young-generation collections (0: Python's default)
     log_level: str = "INFO"
-    extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def sqlite_path(self) -> str:
@@ -67,8 +66,6 @@ class Settings:
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in fields(cls):
-            if f.name == "extra":
-                continue
             raw = env.get(f"FLARE_{f.name.upper()}")
             if raw is not None:
                 values[f.name] = _coerce(f, raw)

@@ -21,7 +21,6 @@ def test_defaults() -> None:
     assert s.max_frame_bytes == 64 * 1024
     assert s.heartbeat_s == 25.0
     assert s.sqlite_synchronous == "FULL"
-    assert s.extra == {}
 
 
 def test_derived_defaults() -> None:
@@ -90,20 +89,19 @@ def test_env_bool_coercion(raw: str, expected: bool) -> None:
     assert s.allow_registration is expected
 
 
-def test_every_field_but_extra_has_an_env_variable() -> None:
+def test_every_field_has_an_env_variable() -> None:
     samples: dict[str, Any] = {"int": ("7", 7), "float": ("0.25", 0.25), "bool": ("yes", True), "str": ("v", "v")}
     env: dict[str, str] = {}
     expected: dict[str, Any] = {}
     for f in fields(Settings):
-        if f.name in ("extra", "sqlite_synchronous"):
+        if f.name == "sqlite_synchronous":
             continue
         raw, value = samples[str(f.type)]
         env[f"FLARE_{f.name.upper()}"] = raw
         expected[f.name] = value
-    env["FLARE_EXTRA"] = "ignored"
+    env["FLARE_NOT_A_SETTING"] = "ignored"
     s = Settings.load(environ=env)
     assert {name: getattr(s, name) for name in expected} == expected
-    assert s.extra == {}
 
 
 def test_overrides_win_over_env() -> None:

@@ -62,9 +62,6 @@ class Hub:
                 del self._users[peer.user]
             self._count -= 1
 
-    def devices(self, user: str) -> list[str]:
-        return [p.device for p in self._users.get(user, ())]
-
     def peers(self) -> Iterator[Peer]:
         for devices in list(self._users.values()):
             yield from devices
