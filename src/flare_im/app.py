@@ -32,6 +32,7 @@ from flare_im.services.conversations import ConversationService
 from flare_im.services.groups import GroupService
 from flare_im.services.idempotency import IdempotencyCache
 from flare_im.services.router import MessageRouter
+from flare_im.services.status import StatusService
 from flare_im.services.sync import SyncService
 from flare_im.services.users import UserService
 
@@ -121,6 +122,7 @@ async def build_node(settings: Settings) -> Node:
         auth=auth,
         router=router,
         sync=sync,
+        status=StatusService(conversations, hub, typing_interval_s=settings.typing_interval_s),
         hub=hub,
         limits=limits,
         json_codec=ServerCodec(Encoding.JSON, max_frame_bytes=settings.max_frame_bytes),

@@ -32,6 +32,8 @@ from flare_im.protocol.frames import (
     Send,
     ServerFrame,
     Sync,
+    Typing,
+    TypingNotice,
     msg_from_message,
 )
 
@@ -65,6 +67,7 @@ CLIENT_FRAMES: list[Any] = [
     Pull(id=14, conv="g:team", after=0, before=5),
     Ping(id=0),
     Ping(id=MAX_I64),
+    Typing(id=16, conv="d:alice:bob"),
 ]
 
 SERVER_FRAMES: list[Any] = [
@@ -127,6 +130,7 @@ SERVER_FRAMES: list[Any] = [
     Error(code=429, message="slow down", retryable=True, id=3),
     Kick(code=4100, reason="restart"),
     Kick(code=4004, reason="replaced", reconnect=False, retry_after_ms=1500),
+    TypingNotice(conv="g:team", user="alice", device="phone"),
 ]
 
 CLIENT_TAGS = {cls.__struct_config__.tag: cls for cls in typing.get_args(ClientFrame)}

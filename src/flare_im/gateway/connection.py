@@ -42,9 +42,11 @@ from flare_im.protocol.frames import (
     Send,
     ServerFrame,
     Sync,
+    Typing,
 )
 from flare_im.services.auth import AuthService
 from flare_im.services.router import MessageRouter
+from flare_im.services.status import StatusService
 from flare_im.services.sync import SyncService
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,7 @@ class GatewayContext:
     auth: AuthService
     router: MessageRouter
     sync: SyncService
+    status: StatusService
     hub: Hub
     limits: GatewayLimits
     json_codec: ServerCodec
@@ -286,6 +289,9 @@ class ClientConnection(WSListener):
             elif isinstance(frame, Sync):
                 page = await sync.conversations(self.user, since=frame.since, limit=frame.limit)
                 reply = Convs(id=frame.id, items=page.items, version=page.version, more=page.more)
+            elif isinstance(frame, Typing):
+                await self.ctx.status.typing(self.user, self.device, frame.conv)
+                reply = Ok(id=frame.id)
             elif isinstance(frame, Pull):
                 mp = await sync.messages(
                     self.user, frame.conv, after=frame.after, before=frame.before, limit=frame.limit

@@ -13,7 +13,7 @@ import msgspec
 
 from flare_im.gateway.output import ws_frame
 from flare_im.protocol.codec import Encoding
-from flare_im.protocol.frames import Kick, Message, Msg, Receipt, ServerFrame, msg_from_message
+from flare_im.protocol.frames import Kick, Message, Msg, Receipt, ServerFrame, TypingNotice, msg_from_message
 
 _json = msgspec.json.Encoder()
 _msgpack = msgspec.msgpack.Encoder()
@@ -72,7 +72,10 @@ class Hub:
     def deliver_receipt(self, uids: Iterable[str], receipt: Receipt, *, skip: tuple[str, str] | None) -> None:
         self._deliver(uids, receipt, skip)
 
-    def _deliver(self, uids: Iterable[str], frame: Msg | Receipt, skip: tuple[str, str] | None) -> None:
+    def deliver_typing(self, uids: Iterable[str], notice: TypingNotice) -> None:
+        self._deliver(uids, notice, None)
+
+    def _deliver(self, uids: Iterable[str], frame: Msg | Receipt | TypingNotice, skip: tuple[str, str] | None) -> None:
         encoded_json: bytes | None = None
         encoded_msgpack: bytes | None = None
         users = self._users

@@ -79,7 +79,14 @@ class Ping(_Frame, tag="ping"):
     id: ReqId
 
 
-ClientFrame = Auth | Send | Delivered | Read | Sync | Pull | Ping
+class Typing(_Frame, tag="typing"):
+    """The user is typing in ``conv``: forwarded to the other members' online devices, never stored."""
+
+    id: ReqId
+    conv: ConvId
+
+
+ClientFrame = Auth | Send | Delivered | Read | Sync | Pull | Ping | Typing
 
 
 # ---------------------------------------------------------------- server -> client
@@ -192,7 +199,13 @@ class Kick(_Frame, tag="kick"):
     retry_after_ms: int = 0
 
 
-ServerFrame = AuthOk | Ack | Ok | Msg | Receipt | Convs | Messages | Pong | Error | Kick
+class TypingNotice(_Frame, tag="typing"):
+    conv: str
+    user: str
+    device: str = ""
+
+
+ServerFrame = AuthOk | Ack | Ok | Msg | Receipt | Convs | Messages | Pong | Error | Kick | TypingNotice
 
 
 def msg_from_message(m: Message) -> Msg:

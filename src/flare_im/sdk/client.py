@@ -47,6 +47,8 @@ from flare_im.protocol.frames import (
     Send,
     ServerFrame,
     Sync,
+    Typing,
+    TypingNotice,
     message_from_msg,
 )
 
@@ -112,6 +114,7 @@ class FlareClient:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._inbox: asyncio.Queue[Message] = asyncio.Queue()
         self._receipts: asyncio.Queue[Receipt] = asyncio.Queue()
+        self._typing: asyncio.Queue[TypingNotice] = asyncio.Queue(maxsize=1000)
         self._convs: dict[str, _ConvState] = {}
         self.user = ""
         self.session = ""
@@ -281,6 +284,15 @@ class FlareClient:
         reply = await self._request(Delivered(id=next(self._ids), conv=conv, seq=seq))
         assert isinstance(reply, Ok)
 
+    async def typing(self, conv: str) -> None:
+        """Tell the other members of ``conv`` that this user is typing (ephemeral; the server forwards at
+        most one notice per user and conversation every couple of seconds)."""
+        reply = await self._request(Typing(id=next(self._ids), conv=conv))
+        assert isinstance(reply, Ok)
+
+    async def next_typing(self, timeout: float = 10.0) -> TypingNotice:
+        return await asyncio.wait_for(self._typing.get(), timeout)
+
     async def ping(self) -> int:
         reply = await self._request(Ping(id=next(self._ids)))
         assert isinstance(reply, Pong)
@@ -357,6 +369,10 @@ class FlareClient:
             self._seen(frame.conv, frame.seq, message_from_msg(frame))
         elif isinstance(frame, Receipt):
             self._receipts.put_nowait(frame)
+        elif isinstance(frame, TypingNotice):
+            if self._typing.full():  # nobody reads them: keep the newest
+                self._typing.get_nowait()
+            self._typing.put_nowait(frame)
         elif isinstance(frame, Kick):
             self.last_kick = frame
         else:
