@@ -28,6 +28,8 @@ from flare_im.protocol.frames import (
     Pong,
     Pull,
     Read,
+    Readers,
+    ReadersList,
     Receipt,
     Send,
     ServerFrame,
@@ -68,6 +70,7 @@ CLIENT_FRAMES: list[Any] = [
     Ping(id=0),
     Ping(id=MAX_I64),
     Typing(id=16, conv="d:alice:bob"),
+    Readers(id=17, conv="g:team", seq=5),
 ]
 
 SERVER_FRAMES: list[Any] = [
@@ -131,6 +134,7 @@ SERVER_FRAMES: list[Any] = [
     Kick(code=4100, reason="restart"),
     Kick(code=4004, reason="replaced", reconnect=False, retry_after_ms=1500),
     TypingNotice(conv="g:team", user="alice", device="phone"),
+    ReadersList(id=17, conv="g:team", seq=5, read=["bob"], unread=["carol", "dave"]),
 ]
 
 CLIENT_TAGS = {cls.__struct_config__.tag: cls for cls in typing.get_args(ClientFrame)}

@@ -327,6 +327,19 @@ def build_api(ctx: ApiContext) -> FastAPI:
             "duplicate": duplicate,
         }
 
+    @app.get("/v1/conversations/{conv}/messages/{seq}/readers", tags=["conversations"])
+    async def readers(uid: User, conv: str, seq: int) -> dict[str, Any]:
+        """Which members have read message ``seq`` (group read receipts): ``read`` and ``unread`` lists."""
+        state = await ctx.sync.readers(uid, conv, seq)
+        return {
+            "conv": state.conv,
+            "seq": state.seq,
+            "read": state.read,
+            "unread": state.unread,
+            "read_count": len(state.read),
+            "unread_count": len(state.unread),
+        }
+
     @app.post("/v1/conversations/{conv}/read", tags=["conversations"], status_code=204)
     async def mark_read(uid: User, conv: str, body: ReadBody) -> None:
         await ctx.sync.mark_read(uid, "", conv, body.seq)

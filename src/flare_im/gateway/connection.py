@@ -39,6 +39,8 @@ from flare_im.protocol.frames import (
     Pong,
     Pull,
     Read,
+    Readers,
+    ReadersList,
     Send,
     ServerFrame,
     Sync,
@@ -289,6 +291,9 @@ class ClientConnection(WSListener):
             elif isinstance(frame, Sync):
                 page = await sync.conversations(self.user, since=frame.since, limit=frame.limit)
                 reply = Convs(id=frame.id, items=page.items, version=page.version, more=page.more)
+            elif isinstance(frame, Readers):
+                state = await sync.readers(self.user, frame.conv, frame.seq)
+                reply = ReadersList(id=frame.id, conv=state.conv, seq=state.seq, read=state.read, unread=state.unread)
             elif isinstance(frame, Typing):
                 await self.ctx.status.typing(self.user, self.device, frame.conv)
                 reply = Ok(id=frame.id)

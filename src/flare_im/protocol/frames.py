@@ -79,6 +79,14 @@ class Ping(_Frame, tag="ping"):
     id: ReqId
 
 
+class Readers(_Frame, tag="readers"):
+    """Who has read message ``seq`` of ``conv`` (any member may ask)."""
+
+    id: ReqId
+    conv: ConvId
+    seq: Seq
+
+
 class Typing(_Frame, tag="typing"):
     """The user is typing in ``conv``: forwarded to the other members' online devices, never stored."""
 
@@ -86,7 +94,7 @@ class Typing(_Frame, tag="typing"):
     conv: ConvId
 
 
-ClientFrame = Auth | Send | Delivered | Read | Sync | Pull | Ping | Typing
+ClientFrame = Auth | Send | Delivered | Read | Sync | Pull | Ping | Typing | Readers
 
 
 # ---------------------------------------------------------------- server -> client
@@ -199,13 +207,21 @@ class Kick(_Frame, tag="kick"):
     retry_after_ms: int = 0
 
 
+class ReadersList(_Frame, tag="readers"):
+    id: int
+    conv: str
+    seq: int
+    read: list[str]  # members who have read it (the sender and later joiners are not listed)
+    unread: list[str]
+
+
 class TypingNotice(_Frame, tag="typing"):
     conv: str
     user: str
     device: str = ""
 
 
-ServerFrame = AuthOk | Ack | Ok | Msg | Receipt | Convs | Messages | Pong | Error | Kick | TypingNotice
+ServerFrame = AuthOk | Ack | Ok | Msg | Receipt | Convs | Messages | Pong | Error | Kick | TypingNotice | ReadersList
 
 
 def msg_from_message(m: Message) -> Msg:

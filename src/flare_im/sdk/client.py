@@ -43,6 +43,8 @@ from flare_im.protocol.frames import (
     Pong,
     Pull,
     Read,
+    Readers,
+    ReadersList,
     Receipt,
     Send,
     ServerFrame,
@@ -283,6 +285,12 @@ class FlareClient:
     async def delivered(self, conv: str, seq: int) -> None:
         reply = await self._request(Delivered(id=next(self._ids), conv=conv, seq=seq))
         assert isinstance(reply, Ok)
+
+    async def readers(self, conv: str, seq: int) -> ReadersList:
+        """Who has read message ``seq`` of ``conv``."""
+        reply = await self._request(Readers(id=next(self._ids), conv=conv, seq=seq))
+        assert isinstance(reply, ReadersList)
+        return reply
 
     async def typing(self, conv: str) -> None:
         """Tell the other members of ``conv`` that this user is typing (ephemeral; the server forwards at

@@ -28,6 +28,16 @@ class ConvPage:
 
 
 @dataclass(frozen=True, slots=True)
+class ReadState:
+    """Who has read message ``seq`` of a conversation: derived from each member's read seq."""
+
+    conv: str
+    seq: int
+    read: list[str]  # members whose read seq reached ``seq`` (the sender excluded)
+    unread: list[str]
+
+
+@dataclass(frozen=True, slots=True)
 class MessagePage:
     conv: str
     items: list[Message]
@@ -142,6 +152,23 @@ class SyncService:
         if moved:
             self._notify(uid, device, conv, seq, "read")
         return moved
+
+    async def readers(self, uid: str, conv: str, seq: int) -> ReadState:
+        """Which current members have read message ``seq`` (group read receipts, U7). Any member may ask
+        about a message it can read. There are no per-message rows: a member has read ``seq`` when its
+        read seq is at least ``seq``."""
+        member = await self._conversations.member_for_read(uid, conv)
+        max_seq = await self._log.max_seq(conv)
+        if not member.join_seq < seq <= max_seq:
+            raise out_of_range(f"seq {seq} is not a message this user can read ({member.join_seq + 1}..{max_seq})")
+        [message] = await self._log.range(conv, after=seq - 1, before=seq + 1, limit=1, newest=False)
+        read: list[str] = []
+        unread: list[str] = []
+        for m in await self._memberships.list_members(conv):
+            if m.uid == message.sender or m.join_seq >= seq:  # the sender, or joined after the message
+                continue
+            (read if m.read_seq >= seq else unread).append(m.uid)
+        return ReadState(conv=conv, seq=seq, read=read, unread=unread)
 
     async def mark_delivered(self, uid: str, device: str, conv: str, seq: int) -> bool:
         await self._conversations.member_for_read(uid, conv)
