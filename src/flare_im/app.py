@@ -31,6 +31,7 @@ from flare_im.services.auth import AuthService, load_or_create_secret
 from flare_im.services.conversations import ConversationService
 from flare_im.services.groups import GroupService
 from flare_im.services.idempotency import IdempotencyCache
+from flare_im.services.presence import PresenceService
 from flare_im.services.router import MessageRouter
 from flare_im.services.status import StatusService
 from flare_im.services.sync import SyncService
@@ -123,6 +124,7 @@ async def build_node(settings: Settings) -> Node:
         router=router,
         sync=sync,
         status=StatusService(conversations, hub, typing_interval_s=settings.typing_interval_s),
+        presence=PresenceService(hub.online, debounce_s=settings.presence_debounce_s),
         hub=hub,
         limits=limits,
         json_codec=ServerCodec(Encoding.JSON, max_frame_bytes=settings.max_frame_bytes),

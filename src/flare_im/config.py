@@ -38,6 +38,7 @@ class Settings:
     rate_limit_burst: int = 200
     send_buffer_bytes: int = 1024 * 1024  # write buffer high-water mark per connection
     slow_consumer_grace_s: float = 5.0  # how long a connection may stay above the mark
+    presence_debounce_s: float = 5.0  # a user is announced offline after this long without a device
     typing_interval_s: float = 2.0  # at most one typing notice per user and conversation this often
     idempotency_window_s: int = 300
     idempotency_cache_size: int = 20_000  # most recent sends kept exactly (older ones: filters + log)

@@ -26,6 +26,10 @@ from flare_im.protocol.frames import (
     Ok,
     Ping,
     Pong,
+    Presence,
+    PresenceList,
+    PresenceState,
+    PresenceSub,
     Pull,
     Read,
     Readers,
@@ -71,6 +75,8 @@ CLIENT_FRAMES: list[Any] = [
     Ping(id=MAX_I64),
     Typing(id=16, conv="d:alice:bob"),
     Readers(id=17, conv="g:team", seq=5),
+    PresenceSub(id=18, users=["alice", "bob"]),
+    PresenceSub(id=19, users=[]),
 ]
 
 SERVER_FRAMES: list[Any] = [
@@ -135,6 +141,8 @@ SERVER_FRAMES: list[Any] = [
     Kick(code=4004, reason="replaced", reconnect=False, retry_after_ms=1500),
     TypingNotice(conv="g:team", user="alice", device="phone"),
     ReadersList(id=17, conv="g:team", seq=5, read=["bob"], unread=["carol", "dave"]),
+    PresenceList(id=18, items=[PresenceState(user="alice", online=True), PresenceState("bob", False, 1_800_000)]),
+    Presence(user="bob", online=False, last_seen=1_800_000),
 ]
 
 CLIENT_TAGS = {cls.__struct_config__.tag: cls for cls in typing.get_args(ClientFrame)}

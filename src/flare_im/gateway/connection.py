@@ -37,6 +37,10 @@ from flare_im.protocol.frames import (
     Ok,
     Ping,
     Pong,
+    Presence,
+    PresenceList,
+    PresenceState,
+    PresenceSub,
     Pull,
     Read,
     Readers,
@@ -47,6 +51,7 @@ from flare_im.protocol.frames import (
     Typing,
 )
 from flare_im.services.auth import AuthService
+from flare_im.services.presence import PresenceService
 from flare_im.services.router import MessageRouter
 from flare_im.services.status import StatusService
 from flare_im.services.sync import SyncService
@@ -76,6 +81,7 @@ class GatewayContext:
     router: MessageRouter
     sync: SyncService
     status: StatusService
+    presence: PresenceService
     hub: Hub
     limits: GatewayLimits
     json_codec: ServerCodec
@@ -152,8 +158,13 @@ class ClientConnection(WSListener):
         for timer in (self._auth_timer, self._slow_timer):
             if timer is not None:
                 timer.cancel()
+        self._leave_hub()
+
+    def _leave_hub(self) -> None:
         if self.user:
             self.ctx.hub.unregister(self)
+            self.ctx.presence.unsubscribe(self)
+            self.ctx.presence.disconnected(self.user)
 
     def pause_writing(self) -> None:
         # Above the write-buffer mark: the client is not reading. Give it a grace period.
@@ -244,6 +255,7 @@ class ClientConnection(WSListener):
         replaced = ctx.hub.register(self)
         if replaced is not None and replaced is not self:
             replaced.kick(CloseCode.REPLACED, "the same device connected again", reconnect=False)
+        ctx.presence.connected(user)
         self._reply(
             AuthOk(
                 id=frame.id,
@@ -294,6 +306,8 @@ class ClientConnection(WSListener):
             elif isinstance(frame, Readers):
                 state = await sync.readers(self.user, frame.conv, frame.seq)
                 reply = ReadersList(id=frame.id, conv=state.conv, seq=state.seq, read=state.read, unread=state.unread)
+            elif isinstance(frame, PresenceSub):
+                reply = PresenceList(id=frame.id, items=self.ctx.presence.subscribe(self, frame.users))
             elif isinstance(frame, Typing):
                 await self.ctx.status.typing(self.user, self.device, frame.conv)
                 reply = Ok(id=frame.id)
@@ -345,6 +359,9 @@ class ClientConnection(WSListener):
         ):
             self._close(CloseCode.SLOW_CONSUMER, "slow consumer")
 
+    def push_presence(self, state: PresenceState) -> None:
+        self._reply(Presence(user=state.user, online=state.online, last_seen=state.last_seen))
+
     def _reply(self, frame: ServerFrame) -> None:
         self.push_framed(ws_frame(encode_for(self.encoding, frame), self._binary))
 
@@ -370,8 +387,7 @@ class ClientConnection(WSListener):
         if self._closed:
             return
         self._closed = True
-        if self.user:
-            self.ctx.hub.unregister(self)
+        self._leave_hub()
         transport = self._transport
         if transport is not None:
             if self._raw is not None:

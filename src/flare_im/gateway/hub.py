@@ -43,6 +43,10 @@ class Hub:
     def __len__(self) -> int:
         return self._count
 
+    def online(self, user: str) -> bool:
+        """Does ``user`` have a connected device here."""
+        return user in self._users
+
     def register(self, peer: Peer) -> Peer | None:
         """Add ``peer``; returns the connection it replaces (same user and device), if any."""
         devices = self._users.get(peer.user, ())

@@ -87,6 +87,13 @@ class Readers(_Frame, tag="readers"):
     seq: Seq
 
 
+class PresenceSub(_Frame, tag="presence"):
+    """Watch these users' presence (replaces the connection's previous list; [] stops watching)."""
+
+    id: ReqId
+    users: Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=64)]], msgspec.Meta(max_length=1000)]
+
+
 class Typing(_Frame, tag="typing"):
     """The user is typing in ``conv``: forwarded to the other members' online devices, never stored."""
 
@@ -94,7 +101,7 @@ class Typing(_Frame, tag="typing"):
     conv: ConvId
 
 
-ClientFrame = Auth | Send | Delivered | Read | Sync | Pull | Ping | Typing | Readers
+ClientFrame = Auth | Send | Delivered | Read | Sync | Pull | Ping | Typing | Readers | PresenceSub
 
 
 # ---------------------------------------------------------------- server -> client
@@ -215,13 +222,45 @@ class ReadersList(_Frame, tag="readers"):
     unread: list[str]
 
 
+class PresenceState(msgspec.Struct, omit_defaults=True):
+    user: str
+    online: bool
+    last_seen: int = 0  # epoch ms when the user went offline; 0 while online or when unknown
+
+
+class PresenceList(_Frame, tag="presence_list"):
+    id: int
+    items: list[PresenceState]
+
+
+class Presence(_Frame, tag="presence"):
+    user: str
+    online: bool
+    last_seen: int = 0
+
+
 class TypingNotice(_Frame, tag="typing"):
     conv: str
     user: str
     device: str = ""
 
 
-ServerFrame = AuthOk | Ack | Ok | Msg | Receipt | Convs | Messages | Pong | Error | Kick | TypingNotice | ReadersList
+ServerFrame = (
+    AuthOk
+    | Ack
+    | Ok
+    | Msg
+    | Receipt
+    | Convs
+    | Messages
+    | Pong
+    | Error
+    | Kick
+    | TypingNotice
+    | ReadersList
+    | PresenceList
+    | Presence
+)
 
 
 def msg_from_message(m: Message) -> Msg:

@@ -41,6 +41,10 @@ from flare_im.protocol.frames import (
     Ok,
     Ping,
     Pong,
+    Presence,
+    PresenceList,
+    PresenceState,
+    PresenceSub,
     Pull,
     Read,
     Readers,
@@ -117,6 +121,7 @@ class FlareClient:
         self._inbox: asyncio.Queue[Message] = asyncio.Queue()
         self._receipts: asyncio.Queue[Receipt] = asyncio.Queue()
         self._typing: asyncio.Queue[TypingNotice] = asyncio.Queue(maxsize=1000)
+        self._presence: asyncio.Queue[Presence] = asyncio.Queue()
         self._convs: dict[str, _ConvState] = {}
         self.user = ""
         self.session = ""
@@ -292,6 +297,16 @@ class FlareClient:
         assert isinstance(reply, ReadersList)
         return reply
 
+    async def watch_presence(self, users: list[str]) -> list[PresenceState]:
+        """Watch these users' presence (replaces the previous list); returns their current states.
+        Changes then arrive through ``next_presence``."""
+        reply = await self._request(PresenceSub(id=next(self._ids), users=users))
+        assert isinstance(reply, PresenceList)
+        return reply.items
+
+    async def next_presence(self, timeout: float = 10.0) -> Presence:
+        return await asyncio.wait_for(self._presence.get(), timeout)
+
     async def typing(self, conv: str) -> None:
         """Tell the other members of ``conv`` that this user is typing (ephemeral; the server forwards at
         most one notice per user and conversation every couple of seconds)."""
@@ -377,6 +392,8 @@ class FlareClient:
             self._seen(frame.conv, frame.seq, message_from_msg(frame))
         elif isinstance(frame, Receipt):
             self._receipts.put_nowait(frame)
+        elif isinstance(frame, Presence):
+            self._presence.put_nowait(frame)
         elif isinstance(frame, TypingNotice):
             if self._typing.full():  # nobody reads them: keep the newest
                 self._typing.get_nowait()
