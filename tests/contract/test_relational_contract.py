@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from flare_im.backends.relational.base import AlreadyExists, Group, Member, User
+from flare_im.backends.relational.base import AlreadyExists, Group, Member, SettingsChange, User
 
 
 def user(uid: str, username: str | None = None, *, display_name: str = "", avatar: str = "") -> User:
@@ -312,3 +312,25 @@ async def test_writes_survive_close_and_reopen(relational_backend: Any) -> None:
     assert await reopened.get_member("g:g1", "bob") == Member(conv="g:g1", uid="bob", read_seq=2, version=5)
     assert await reopened.max_version() == 5
     assert await reopened.take_refresh_token("tok") == ("alice", 99)
+
+
+# ---------------------------------------------------------------- conversation settings
+
+
+async def test_update_settings_partial_and_monotonic_clear(relational: Any) -> None:
+    await relational.add_members([Member(conv="g:s", uid="alice", version=1), Member(conv="g:s", uid="bob", version=1)])
+    m = await relational.update_settings("g:s", "alice", SettingsChange(pinned=True, draft="hello"), 5)
+    assert (m.pinned, m.muted, m.hidden, m.draft, m.cleared_seq, m.version) == (True, False, False, "hello", 0, 5)
+    m = await relational.update_settings("g:s", "alice", SettingsChange(muted=True, cleared_seq=7), 6)
+    assert (m.pinned, m.muted, m.draft, m.cleared_seq, m.read_seq) == (True, True, "hello", 7, 7)  # clear reads
+    m = await relational.update_settings("g:s", "alice", SettingsChange(cleared_seq=3, draft=""), 7)
+    assert (m.cleared_seq, m.read_seq, m.draft) == (7, 7, "")  # never moves back
+    assert await relational.get_member("g:s", "alice") == m
+    bob = await relational.get_member("g:s", "bob")
+    assert (bob.pinned, bob.cleared_seq) == (False, 0)  # per user
+    assert await relational.update_settings("g:s", "nobody", SettingsChange(pinned=True), 8) is None
+    # A re-join keeps the user's settings.
+    await relational.set_left("g:s", "alice", 9)
+    await relational.add_members([Member(conv="g:s", uid="alice", join_seq=20, read_seq=20, version=10)])
+    again = await relational.get_member("g:s", "alice")
+    assert (again.pinned, again.muted, again.left) == (True, True, False)

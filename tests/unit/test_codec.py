@@ -17,6 +17,7 @@ from flare_im.protocol.frames import (
     AuthOk,
     ClientFrame,
     Convs,
+    ConvSettings,
     ConvSummary,
     Delivered,
     Error,
@@ -40,6 +41,7 @@ from flare_im.protocol.frames import (
     Sync,
     Typing,
     TypingNotice,
+    UpdateSettings,
     msg_from_message,
 )
 
@@ -77,6 +79,8 @@ CLIENT_FRAMES: list[Any] = [
     Readers(id=17, conv="g:team", seq=5),
     PresenceSub(id=18, users=["alice", "bob"]),
     PresenceSub(id=19, users=[]),
+    UpdateSettings(id=20, conv="g:team", pinned=True, draft="half a thought"),
+    UpdateSettings(id=21, conv="d:alice:bob", muted=False, hidden=True, clear_to=42),
 ]
 
 SERVER_FRAMES: list[Any] = [
@@ -143,6 +147,8 @@ SERVER_FRAMES: list[Any] = [
     ReadersList(id=17, conv="g:team", seq=5, read=["bob"], unread=["carol", "dave"]),
     PresenceList(id=18, items=[PresenceState(user="alice", online=True), PresenceState("bob", False, 1_800_000)]),
     Presence(user="bob", online=False, last_seen=1_800_000),
+    ConvSettings(conv="g:team", version=1_800_000_000_000_000, pinned=True, draft="x", cleared_seq=3),
+    ConvSettings(conv="g:team", version=7, muted=True, id=20),
 ]
 
 CLIENT_TAGS = {cls.__struct_config__.tag: cls for cls in typing.get_args(ClientFrame)}

@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from flare_im.backends.relational.base import SettingsChange
 from flare_im.protocol.errors import ErrorCode, FlareError, unauthorized
 from flare_im.services.auth import AuthService, TokenPair
 from flare_im.services.groups import GroupInfo, GroupService
@@ -99,6 +100,14 @@ class SendBody(BaseModel):
     cmid: str = Field(min_length=1, max_length=64, description="client message id (idempotency key)")
     kind: str = Field(default="text", min_length=1, max_length=32)
     body: dict[str, Any]
+
+
+class SettingsBody(BaseModel):
+    pinned: bool | None = None
+    muted: bool | None = None
+    hidden: bool | None = None
+    draft: str | None = Field(default=None, max_length=4096)
+    clear_to: int | None = Field(default=None, ge=0, description="clear history for me up to this seq")
 
 
 class ReadBody(BaseModel):
@@ -339,6 +348,15 @@ def build_api(ctx: ApiContext) -> FastAPI:
             "read_count": len(state.read),
             "unread_count": len(state.unread),
         }
+
+    @app.patch("/v1/conversations/{conv}/settings", tags=["conversations"])
+    async def update_settings(uid: User, conv: str, body: SettingsBody) -> dict[str, Any]:
+        """Pin, mute, hide, keep a draft, or clear history for me; pushed to the user's devices."""
+        change = SettingsChange(body.pinned, body.muted, body.hidden, body.draft, body.clear_to)
+        settings = await ctx.sync.update_settings(uid, "", conv, change)
+        out: dict[str, Any] = msgspec.to_builtins(settings)
+        out.pop("type", None)
+        return out
 
     @app.post("/v1/conversations/{conv}/read", tags=["conversations"], status_code=204)
     async def mark_read(uid: User, conv: str, body: ReadBody) -> None:

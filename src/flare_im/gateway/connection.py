@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
+from flare_im.backends.relational.base import SettingsChange
 from flare_im.gateway.hub import Hub, encode_for
 from flare_im.gateway.output import OutputBatcher, ws_frame
 from flare_im.ids import now_ms
@@ -49,6 +50,7 @@ from flare_im.protocol.frames import (
     ServerFrame,
     Sync,
     Typing,
+    UpdateSettings,
 )
 from flare_im.services.auth import AuthService
 from flare_im.services.presence import PresenceService
@@ -306,6 +308,10 @@ class ClientConnection(WSListener):
             elif isinstance(frame, Readers):
                 state = await sync.readers(self.user, frame.conv, frame.seq)
                 reply = ReadersList(id=frame.id, conv=state.conv, seq=state.seq, read=state.read, unread=state.unread)
+            elif isinstance(frame, UpdateSettings):
+                change = SettingsChange(frame.pinned, frame.muted, frame.hidden, frame.draft, frame.clear_to)
+                settings = await sync.update_settings(self.user, self.device, frame.conv, change)
+                reply = msgspec.structs.replace(settings, id=frame.id)
             elif isinstance(frame, PresenceSub):
                 reply = PresenceList(id=frame.id, items=self.ctx.presence.subscribe(self, frame.users))
             elif isinstance(frame, Typing):

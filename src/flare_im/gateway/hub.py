@@ -13,7 +13,16 @@ import msgspec
 
 from flare_im.gateway.output import ws_frame
 from flare_im.protocol.codec import Encoding
-from flare_im.protocol.frames import Kick, Message, Msg, Receipt, ServerFrame, TypingNotice, msg_from_message
+from flare_im.protocol.frames import (
+    ConvSettings,
+    Kick,
+    Message,
+    Msg,
+    Receipt,
+    ServerFrame,
+    TypingNotice,
+    msg_from_message,
+)
 
 _json = msgspec.json.Encoder()
 _msgpack = msgspec.msgpack.Encoder()
@@ -79,7 +88,12 @@ class Hub:
     def deliver_typing(self, uids: Iterable[str], notice: TypingNotice) -> None:
         self._deliver(uids, notice, None)
 
-    def _deliver(self, uids: Iterable[str], frame: Msg | Receipt | TypingNotice, skip: tuple[str, str] | None) -> None:
+    def deliver_settings(self, uid: str, settings: ConvSettings, *, skip: tuple[str, str] | None) -> None:
+        self._deliver((uid,), settings, skip)
+
+    def _deliver(
+        self, uids: Iterable[str], frame: Msg | Receipt | TypingNotice | ConvSettings, skip: tuple[str, str] | None
+    ) -> None:
         encoded_json: bytes | None = None
         encoded_msgpack: bytes | None = None
         users = self._users

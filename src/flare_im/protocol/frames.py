@@ -87,6 +87,18 @@ class Readers(_Frame, tag="readers"):
     seq: Seq
 
 
+class UpdateSettings(_Frame, tag="settings"):
+    """Change this user's settings of ``conv``; omitted fields stay as they are."""
+
+    id: ReqId
+    conv: ConvId
+    pinned: bool | None = None
+    muted: bool | None = None
+    hidden: bool | None = None
+    draft: Annotated[str, msgspec.Meta(max_length=4096)] | None = None
+    clear_to: Seq | None = None  # clear history for this user up to this seq (never moves back)
+
+
 class PresenceSub(_Frame, tag="presence"):
     """Watch these users' presence (replaces the connection's previous list; [] stops watching)."""
 
@@ -101,7 +113,7 @@ class Typing(_Frame, tag="typing"):
     conv: ConvId
 
 
-ClientFrame = Auth | Send | Delivered | Read | Sync | Pull | Ping | Typing | Readers | PresenceSub
+ClientFrame = Auth | Send | Delivered | Read | Sync | Pull | Ping | Typing | Readers | PresenceSub | UpdateSettings
 
 
 # ---------------------------------------------------------------- server -> client
@@ -134,6 +146,11 @@ class ConvSummary(msgspec.Struct, omit_defaults=True):
     role: str = ""  # groups: owner | admin | member
     join_seq: int = 0
     left: bool = False  # the user left or was removed: no more messages, history no longer readable
+    pinned: bool = False
+    muted: bool = False
+    hidden: bool = False
+    draft: str = ""
+    cleared_seq: int = 0  # history cleared for this user up to this seq
     last: Message | None = None
 
 
@@ -239,6 +256,20 @@ class Presence(_Frame, tag="presence"):
     last_seen: int = 0
 
 
+class ConvSettings(_Frame, tag="conv_settings"):
+    """A user's settings of a conversation, after a change (reply to ``settings``, and pushed to the
+    user's other devices)."""
+
+    conv: str
+    version: int
+    pinned: bool = False
+    muted: bool = False
+    hidden: bool = False
+    draft: str = ""
+    cleared_seq: int = 0
+    id: int | None = None  # set in the reply to the device that made the change
+
+
 class TypingNotice(_Frame, tag="typing"):
     conv: str
     user: str
@@ -260,6 +291,7 @@ ServerFrame = (
     | ReadersList
     | PresenceList
     | Presence
+    | ConvSettings
 )
 
 

@@ -31,6 +31,7 @@ from flare_im.protocol.frames import (
     AuthOk,
     ClientFrame,
     Convs,
+    ConvSettings,
     ConvSummary,
     Delivered,
     Error,
@@ -55,6 +56,7 @@ from flare_im.protocol.frames import (
     Sync,
     Typing,
     TypingNotice,
+    UpdateSettings,
     message_from_msg,
 )
 
@@ -122,6 +124,7 @@ class FlareClient:
         self._receipts: asyncio.Queue[Receipt] = asyncio.Queue()
         self._typing: asyncio.Queue[TypingNotice] = asyncio.Queue(maxsize=1000)
         self._presence: asyncio.Queue[Presence] = asyncio.Queue()
+        self._settings: asyncio.Queue[ConvSettings] = asyncio.Queue()
         self._convs: dict[str, _ConvState] = {}
         self.user = ""
         self.session = ""
@@ -307,6 +310,27 @@ class FlareClient:
     async def next_presence(self, timeout: float = 10.0) -> Presence:
         return await asyncio.wait_for(self._presence.get(), timeout)
 
+    async def update_settings(
+        self,
+        conv: str,
+        *,
+        pinned: bool | None = None,
+        muted: bool | None = None,
+        hidden: bool | None = None,
+        draft: str | None = None,
+        clear_to: int | None = None,
+    ) -> ConvSettings:
+        """Change this user's settings of ``conv``; the user's other devices get a ``conv_settings`` push."""
+        frame = UpdateSettings(
+            id=next(self._ids), conv=conv, pinned=pinned, muted=muted, hidden=hidden, draft=draft, clear_to=clear_to
+        )
+        reply = await self._request(frame)
+        assert isinstance(reply, ConvSettings)
+        return reply
+
+    async def next_settings(self, timeout: float = 10.0) -> ConvSettings:
+        return await asyncio.wait_for(self._settings.get(), timeout)
+
     async def typing(self, conv: str) -> None:
         """Tell the other members of ``conv`` that this user is typing (ephemeral; the server forwards at
         most one notice per user and conversation every couple of seconds)."""
@@ -392,6 +416,8 @@ class FlareClient:
             self._seen(frame.conv, frame.seq, message_from_msg(frame))
         elif isinstance(frame, Receipt):
             self._receipts.put_nowait(frame)
+        elif isinstance(frame, ConvSettings) and frame.id is None:
+            self._settings.put_nowait(frame)
         elif isinstance(frame, Presence):
             self._presence.put_nowait(frame)
         elif isinstance(frame, TypingNotice):

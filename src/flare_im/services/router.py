@@ -15,7 +15,7 @@ from flare_im.backends.relational.base import MembershipStore
 from flare_im.backends.sequencer.base import Sequencer
 from flare_im.ids import Snowflake, VersionClock, now_ms
 from flare_im.protocol.errors import ErrorCode, FlareError, invalid
-from flare_im.protocol.frames import Message, Receipt, TypingNotice
+from flare_im.protocol.frames import ConvSettings, Message, Receipt, TypingNotice
 from flare_im.services.conversations import ConversationService
 from flare_im.services.idempotency import IdempotencyCache
 
@@ -35,6 +35,10 @@ class Fanout(Protocol):
         ...
 
     def deliver_receipt(self, uids: Iterable[str], receipt: Receipt, *, skip: tuple[str, str] | None) -> None: ...
+
+    def deliver_settings(self, uid: str, settings: ConvSettings, *, skip: tuple[str, str] | None) -> None:
+        """Push a user's changed conversation settings to that user's devices except ``skip``."""
+        ...
 
     def deliver_typing(self, uids: Iterable[str], notice: TypingNotice) -> None:
         """Push an ephemeral typing notice to every online device of ``uids``."""

@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flare_im.backends.message_log.base import MessageLog
-from flare_im.backends.relational.base import GroupStore, Member, MembershipStore, UserStore
+from flare_im.backends.relational.base import GroupStore, Member, MembershipStore, SettingsChange, UserStore
 from flare_im.ids import VersionClock
 from flare_im.protocol.errors import ErrorCode, FlareError, invalid
-from flare_im.protocol.frames import ConvSummary, Message, Receipt
+from flare_im.protocol.frames import ConvSettings, ConvSummary, Message, Receipt
 from flare_im.services.conversations import DIRECT, GROUP, ConversationService, parse_conv
 from flare_im.services.router import Fanout
 
@@ -44,6 +44,9 @@ class MessagePage:
     max_seq: int
     min_seq: int
     more: bool
+
+
+MAX_DRAFT = 4096
 
 
 def out_of_range(message: str) -> FlareError:
@@ -88,6 +91,7 @@ class SyncService:
         for version, m in page:
             head = None if m.left else heads.get(m.conv)
             read_seq = max(m.read_seq, m.join_seq)
+            floor = max(m.join_seq, m.cleared_seq)
             max_seq = head.max_seq if head else read_seq
             summary = ConvSummary(
                 conv=m.conv,
@@ -98,7 +102,12 @@ class SyncService:
                 unread=0 if m.left else max(0, max_seq - read_seq),
                 member_count=await self._conversations.member_count(m.conv),
                 join_seq=m.join_seq,
-                last=head.last if head and head.last and head.last.seq > m.join_seq else None,
+                last=head.last if head and head.last and head.last.seq > floor else None,
+                pinned=m.pinned,
+                muted=m.muted,
+                hidden=m.hidden,
+                draft=m.draft,
+                cleared_seq=m.cleared_seq,
                 left=m.left,
             )
             peer = _peer(m.conv, uid)
@@ -125,7 +134,7 @@ class SyncService:
     async def messages(self, uid: str, conv: str, *, after: int | None, before: int | None, limit: int) -> MessagePage:
         member = await self._conversations.member_for_read(uid, conv)
         max_seq = await self._log.max_seq(conv)
-        floor = member.join_seq  # the member reads seq > join_seq
+        floor = max(member.join_seq, member.cleared_seq)  # the member reads seq > floor
         if after is not None and after > max_seq:
             raise out_of_range(f"after={after} is beyond the conversation's max seq {max_seq}")
         if before is not None and before > max_seq + 1:
@@ -159,8 +168,9 @@ class SyncService:
         read seq is at least ``seq``."""
         member = await self._conversations.member_for_read(uid, conv)
         max_seq = await self._log.max_seq(conv)
-        if not member.join_seq < seq <= max_seq:
-            raise out_of_range(f"seq {seq} is not a message this user can read ({member.join_seq + 1}..{max_seq})")
+        floor = max(member.join_seq, member.cleared_seq)
+        if not floor < seq <= max_seq:
+            raise out_of_range(f"seq {seq} is not a message this user can read ({floor + 1}..{max_seq})")
         [message] = await self._log.range(conv, after=seq - 1, before=seq + 1, limit=1, newest=False)
         read: list[str] = []
         unread: list[str] = []
@@ -169,6 +179,31 @@ class SyncService:
                 continue
             (read if m.read_seq >= seq else unread).append(m.uid)
         return ReadState(conv=conv, seq=seq, read=read, unread=unread)
+
+    async def update_settings(self, uid: str, device: str, conv: str, change: SettingsChange) -> ConvSettings:
+        """Change the user's settings of ``conv`` (pin, mute, hide, draft, clear history up to a seq). The
+        change bumps the conversation-list version and is pushed to the user's other devices."""
+        await self._conversations.member_for_read(uid, conv)
+        if change.draft is not None and len(change.draft) > MAX_DRAFT:
+            raise invalid(f"draft must be at most {MAX_DRAFT} characters")
+        if change.cleared_seq is not None:
+            max_seq = await self._log.max_seq(conv)
+            if change.cleared_seq > max_seq:
+                raise out_of_range(f"clear_to={change.cleared_seq} is beyond the conversation's max seq {max_seq}")
+        member = await self._clock.stamped(lambda v: self._memberships.update_settings(conv, uid, change, v))
+        if member is None:  # a direct conversation nobody has written to yet
+            raise out_of_range("there is nothing in this conversation to set yet")
+        state = ConvSettings(
+            conv=conv,
+            version=member.version,
+            pinned=member.pinned,
+            muted=member.muted,
+            hidden=member.hidden,
+            draft=member.draft,
+            cleared_seq=member.cleared_seq,
+        )
+        self._fanout.deliver_settings(uid, state, skip=(uid, device) if device else None)
+        return state
 
     async def mark_delivered(self, uid: str, device: str, conv: str, seq: int) -> bool:
         await self._conversations.member_for_read(uid, conv)

@@ -45,6 +45,23 @@ class Member:
     delivered_seq: int = 0
     version: int = 0  # conversation-list version of the last change to this row
     left: bool = False
+    # The user's own settings for this conversation.
+    pinned: bool = False
+    muted: bool = False  # no push notifications; messages still count as unread
+    hidden: bool = False
+    draft: str = ""
+    cleared_seq: int = 0  # "clear history for me": this user reads seq > max(join_seq, cleared_seq)
+
+
+@dataclass(frozen=True, slots=True)
+class SettingsChange:
+    """A change to a user's conversation settings; None leaves a field as it is."""
+
+    pinned: bool | None = None
+    muted: bool | None = None
+    hidden: bool | None = None
+    draft: str | None = None
+    cleared_seq: int | None = None  # only ever moves forward; the read seq follows it
 
 
 class UserStore(Protocol):
@@ -110,6 +127,11 @@ class MembershipStore(Protocol):
     def mark_sent(self, conv: str, uid: str, seq: int, version: int) -> Awaitable[None]:
         """``uid`` sent message ``seq``: its read seq moves up to it (never back). Queued at once, batched
         with other writes; the awaitable completes when that is durable."""
+        ...
+
+    async def update_settings(self, conv: str, uid: str, change: SettingsChange, version: int) -> Member | None:
+        """Apply ``change`` to the user's row (cleared seq and read seq never move back) and set its
+        version; returns the updated row, None if there is none."""
         ...
 
     async def advance_delivered(self, conv: str, uid: str, seq: int) -> bool:

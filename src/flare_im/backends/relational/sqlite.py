@@ -6,7 +6,7 @@ import sqlite3
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
-from flare_im.backends.relational.base import AlreadyExists, Group, Member, User
+from flare_im.backends.relational.base import AlreadyExists, Group, Member, SettingsChange, User
 from flare_im.backends.sqlite_db import RowBatcher, SqliteDatabase, columns
 
 SCHEMA = (
@@ -27,7 +27,17 @@ SCHEMA = (
 )
 
 _USER_COLS = "uid, username, display_name, avatar, created_at"
-_MEMBER_COLS = "conv, uid, role, join_seq, read_seq, delivered_seq, version, left_conv"
+_MEMBER_COLS = (
+    "conv, uid, role, join_seq, read_seq, delivered_seq, version, left_conv, pinned, muted, hidden, draft, cleared_seq"
+)
+# Columns added after the first schema: (name, definition), added in place to an existing database.
+_MEMBER_SETTINGS = (
+    ("pinned", "INTEGER NOT NULL DEFAULT 0"),
+    ("muted", "INTEGER NOT NULL DEFAULT 0"),
+    ("hidden", "INTEGER NOT NULL DEFAULT 0"),
+    ("draft", "TEXT NOT NULL DEFAULT ''"),
+    ("cleared_seq", "INTEGER NOT NULL DEFAULT 0"),
+)
 
 
 def _user(row: Any) -> User:
@@ -44,6 +54,11 @@ def _member(row: Any) -> Member:
         delivered_seq=row[5],
         version=row[6],
         left=bool(row[7]),
+        pinned=bool(row[8]),
+        muted=bool(row[9]),
+        hidden=bool(row[10]),
+        draft=row[11],
+        cleared_seq=row[12],
     )
 
 
@@ -68,6 +83,12 @@ class SqliteRelational:
     def __init__(self, db: SqliteDatabase) -> None:
         self._db = db
         db.migrate(SCHEMA)
+        present = {row[1] for row in db.reader.execute("PRAGMA table_info(members)").fetchall()}
+        db.migrate(
+            f"ALTER TABLE members ADD COLUMN {name} {definition}"
+            for name, definition in _MEMBER_SETTINGS
+            if name not in present
+        )
         self._sent = RowBatcher(
             db,
             [
@@ -222,6 +243,24 @@ class SqliteRelational:
 
     def mark_sent(self, conv: str, uid: str, seq: int, version: int) -> Awaitable[None]:
         return self._sent.submit((seq, version, uid, conv))
+
+    async def update_settings(self, conv: str, uid: str, change: SettingsChange, version: int) -> Member | None:
+        c = change
+        flags = [None if v is None else int(v) for v in (c.pinned, c.muted, c.hidden)]
+        params = (*flags, c.draft, c.cleared_seq, c.cleared_seq, version, uid, conv)
+
+        def op(conn: sqlite3.Connection) -> Member | None:
+            row = conn.execute(
+                "UPDATE members SET pinned = coalesce(?, pinned), muted = coalesce(?, muted),"
+                " hidden = coalesce(?, hidden), draft = coalesce(?, draft),"
+                " cleared_seq = max(cleared_seq, coalesce(?, 0)), read_seq = max(read_seq, coalesce(?, 0)),"
+                f" version = ? WHERE uid = ? AND conv = ? RETURNING {_MEMBER_COLS}",
+                params,
+            ).fetchone()
+            return _member(row) if row else None
+
+        result: Member | None = await self._db.write(op)
+        return result
 
     async def advance_delivered(self, conv: str, uid: str, seq: int) -> bool:
         def op(conn: sqlite3.Connection) -> bool:
