@@ -69,6 +69,7 @@ CLIENT_FRAMES: list[Any] = [
     Sync(id=8),
     Sync(id=9, since=1_700_000_000_000_000, limit=500),
     Sync(id=10, since=0, limit=1),
+    Sync(id=22, limit=20, strategy="fast", recent=20),
     Pull(id=11, conv="g:team"),
     Pull(id=12, conv="g:team", after=10, limit=20),
     Pull(id=13, conv="g:team", before=99, limit=500),

@@ -7,7 +7,7 @@ code of the protocol's error tree, so REST and WebSocket clients handle failures
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from fastapi import Depends, FastAPI, Header, Query, Request
@@ -302,9 +302,13 @@ def build_api(ctx: ApiContext) -> FastAPI:
 
     @app.get("/v1/conversations", tags=["conversations"])
     async def conversations(
-        uid: User, since: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=500)] = 100
+        uid: User,
+        since: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+        strategy: Annotated[Literal["incremental", "full", "fast"], Query()] = "incremental",
+        recent: Annotated[int, Query(ge=0, le=50)] = 0,
     ) -> dict[str, Any]:
-        page = await ctx.sync.conversations(uid, since=since, limit=limit)
+        page = await ctx.sync.conversations(uid, since=since, limit=limit, strategy=strategy, recent=recent)
         return {"items": msgspec.to_builtins(page.items), "version": page.version, "more": page.more}
 
     @app.get("/v1/conversations/{conv}/messages", tags=["conversations"])

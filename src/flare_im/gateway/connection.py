@@ -303,7 +303,9 @@ class ClientConnection(WSListener):
                 await sync.mark_delivered(self.user, self.device, frame.conv, frame.seq)
                 reply = Ok(id=frame.id)
             elif isinstance(frame, Sync):
-                page = await sync.conversations(self.user, since=frame.since, limit=frame.limit)
+                page = await sync.conversations(
+                    self.user, since=frame.since, limit=frame.limit, strategy=frame.strategy, recent=frame.recent
+                )
                 reply = Convs(id=frame.id, items=page.items, version=page.version, more=page.more)
             elif isinstance(frame, Readers):
                 state = await sync.readers(self.user, frame.conv, frame.seq)

@@ -6,7 +6,7 @@ echoes in its reply. docs/protocol.md documents each frame with an example; keep
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -57,11 +57,16 @@ class Read(_Frame, tag="read"):
 
 
 class Sync(_Frame, tag="sync"):
-    """Conversation list changed since ``since`` (a version from an earlier ``convs`` reply; 0 = all)."""
+    """Conversation list changed since ``since`` (a version from an earlier ``convs`` reply; 0 = all).
+
+    ``strategy``: "incremental" (by version), "full" (the whole list; ``since`` is ignored) or "fast" (the
+    ``limit`` most recently active conversations first). ``recent`` adds each entry's newest messages."""
 
     id: ReqId
     since: Seq = 0
     limit: PageLimit = 100
+    strategy: Literal["incremental", "full", "fast"] = "incremental"
+    recent: Annotated[int, msgspec.Meta(ge=0, le=50)] = 0
 
 
 class Pull(_Frame, tag="pull"):
@@ -152,6 +157,7 @@ class ConvSummary(msgspec.Struct, omit_defaults=True):
     draft: str = ""
     cleared_seq: int = 0  # history cleared for this user up to this seq
     last: Message | None = None
+    recent: list[Message] = []  # the newest messages, ascending, when the sync asked for ``recent``
 
 
 class AuthOk(_Frame, tag="auth_ok"):

@@ -345,12 +345,13 @@ class FlareClient:
         assert isinstance(reply, Pong)
         return reply.ts
 
-    async def sync(self, since: int | None = None, *, page: int = 100) -> list[ConvSummary]:
-        """Every conversation changed since ``since`` (default: the last sync), following pages."""
+    async def sync(self, since: int | None = None, *, page: int = 100, recent: int = 0) -> list[ConvSummary]:
+        """Every conversation changed since ``since`` (default: the last sync), following pages; with
+        ``recent``, each with its newest messages."""
         version = self.version if since is None else since
         out: list[ConvSummary] = []
         while True:
-            reply = await self._request(Sync(id=next(self._ids), since=version, limit=page))
+            reply = await self._request(Sync(id=next(self._ids), since=version, limit=page, recent=recent))
             assert isinstance(reply, Convs)
             out += reply.items
             version = max(version, reply.version)
@@ -358,6 +359,16 @@ class FlareClient:
                 break
         self.version = max(self.version, version)
         return out
+
+    async def restore(self, *, first: int = 20, recent: int = 20) -> list[ConvSummary]:
+        """A new device: the ``first`` most recently active conversations with their ``recent`` newest
+        messages in one round trip ("fast" sync), then the rest of the list. Most recent first."""
+        reply = await self._request(Sync(id=next(self._ids), limit=first, strategy="fast", recent=recent))
+        assert isinstance(reply, Convs)
+        head = reply.items
+        seen = {c.conv for c in head}
+        rest = [c for c in await self.sync(0) if c.conv not in seen] if reply.more else []
+        return head + sorted(rest, key=lambda c: c.version, reverse=True)
 
     async def pull(
         self, conv: str, *, after: int | None = None, before: int | None = None, limit: int = 50

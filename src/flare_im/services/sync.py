@@ -47,6 +47,7 @@ class MessagePage:
 
 
 MAX_DRAFT = 4096
+INCREMENTAL, FULL, FAST = "incremental", "full", "fast"
 
 
 def out_of_range(message: str) -> FlareError:
@@ -73,7 +74,16 @@ class SyncService:
         self._clock = clock
         self._fanout = fanout
 
-    async def conversations(self, uid: str, *, since: int, limit: int) -> ConvPage:
+    async def conversations(
+        self, uid: str, *, since: int, limit: int, strategy: str = INCREMENTAL, recent: int = 0
+    ) -> ConvPage:
+        """One page of the user's conversation list. ``incremental``: entries changed since ``since``, by
+        version. ``full``: the same from 0 (a new device). ``fast``: the ``limit`` most recently active
+        entries first; its ``version`` is 0, so the client follows with an incremental pass from 0 (which
+        may list those entries again). ``recent`` > 0 adds each entry's newest messages, so a new device
+        restores its list and recent history in one round trip."""
+        if strategy == FULL:
+            since = 0
         rows = await self._memberships.list_user_convs(uid)
         heads = await self._log.heads([m.conv for m in rows])
         changed: list[tuple[int, Member]] = []
@@ -83,7 +93,7 @@ class SyncService:
             version = m.version if m.left else max(m.version, head.version if head else 0)
             if version > since:
                 changed.append((version, m))
-        changed.sort(key=lambda vm: vm[0])
+        changed.sort(key=lambda vm: vm[0], reverse=strategy == FAST)
         page = changed[:limit]
         peer_ids = [_peer(m.conv, uid) for _, m in page if m.conv.startswith("d:")]
         peers = {u.uid: u for u in await self._users.get_users(peer_ids)}
@@ -121,10 +131,16 @@ class SyncService:
                 summary.role = m.role
                 if group is not None:
                     summary.name, summary.avatar = group.name, group.avatar
+            if recent and not m.left and max_seq > floor:
+                summary.recent = await self._log.range(
+                    m.conv, after=floor, before=max_seq + 1, limit=recent, newest=True
+                )
             items.append(summary)
         more = len(changed) > limit
         version = since
-        if page:
+        if strategy == FAST:
+            version = 0
+        elif page:
             version = min(page[-1][0], self._clock.safe)
             if version <= since and more:  # a stuck write must not stall paging
                 version = page[-1][0]
