@@ -8,21 +8,18 @@ import uuid
 from collections.abc import Awaitable, Coroutine, Iterable
 from typing import Any, Protocol
 
-import msgspec
-
 from flare_im.backends.message_log.base import MessageLog
 from flare_im.backends.relational.base import MembershipStore
 from flare_im.backends.sequencer.base import Sequencer
 from flare_im.ids import Snowflake, VersionClock, now_ms
-from flare_im.protocol.errors import ErrorCode, FlareError, invalid
+from flare_im.protocol.errors import ErrorCode, FlareError
 from flare_im.protocol.frames import ConvSettings, Message, Receipt, TypingNotice
 from flare_im.services.conversations import ConversationService
 from flare_im.services.idempotency import IdempotencyCache
+from flare_im.services.message_kinds import SYSTEM as SYSTEM_KIND
+from flare_im.services.message_kinds import validate_body
 
 log = logging.getLogger(__name__)
-
-SYSTEM_KIND = "system"
-_body_size = msgspec.json.Encoder().encode
 
 
 class Fanout(Protocol):
@@ -157,15 +154,4 @@ class MessageRouter:
         return message
 
     def _validate(self, kind: str, body: dict[str, Any]) -> None:
-        if kind == SYSTEM_KIND:
-            raise invalid("kind 'system' is reserved for the server")
-        if kind == "text":
-            text = body.get("text")
-            if not isinstance(text, str) or not text:
-                raise invalid("a text message needs body.text, a non-empty string")
-            # A short plain text body is certainly within the limit (JSON spends at most 6 bytes on a
-            # character): skip encoding it just to measure it.
-            if len(body) == 1 and 6 * len(text) + 16 <= self._max_body_bytes:
-                return
-        if len(_body_size(body)) > self._max_body_bytes:
-            raise FlareError(ErrorCode.TOO_LARGE, f"message body exceeds {self._max_body_bytes} bytes")
+        validate_body(kind, body, self._max_body_bytes)
