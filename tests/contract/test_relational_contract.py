@@ -334,3 +334,18 @@ async def test_update_settings_partial_and_monotonic_clear(relational: Any) -> N
     await relational.add_members([Member(conv="g:s", uid="alice", join_seq=20, read_seq=20, version=10)])
     again = await relational.get_member("g:s", "alice")
     assert (again.pinned, again.muted, again.left) == (True, True, False)
+
+
+async def test_unread_mentions_follow_the_read_position(relational: Any) -> None:
+    await relational.add_members([Member(conv="g:m", uid=u, version=1) for u in ("alice", "bob", "carol")])
+    await relational.mark_sent("g:m", "bob", 1, 2, ["alice"])
+    await relational.mark_sent("g:m", "bob", 2, 3, ["*"])  # @all: not counted for bob himself
+    await relational.mark_sent("g:m", "carol", 3, 4, ["bob"])  # carol has now read up to 3
+    assert await relational.unread_mentions("alice") == {"g:m": 2}
+    assert await relational.unread_mentions("bob") == {"g:m": 1}
+    assert await relational.unread_mentions("carol") == {}
+    assert (await relational.get_member("g:m", "bob")).read_seq == 2  # mark_sent still moves the read seq
+    await relational.advance_read("g:m", "alice", 1, 5)
+    assert await relational.unread_mentions("alice") == {"g:m": 1}
+    await relational.advance_read("g:m", "alice", 3, 6)
+    assert await relational.unread_mentions("alice") == {}

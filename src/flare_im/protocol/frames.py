@@ -145,6 +145,7 @@ class ConvSummary(msgspec.Struct, omit_defaults=True):
     read_seq: int
     unread: int
     member_count: int
+    unread_mentions: int = 0  # unread messages that mention this user (or everyone)
     name: str = ""
     avatar: str = ""
     peer: str = ""  # direct conversations: the other user

@@ -124,7 +124,7 @@ class MessageRouter:
                 # The sender has read its own message: queued right behind the append (the same commit,
                 # as a rule) and awaited, so the sender's list is right as soon as it has the ack.
                 read_version = clock.begin()
-                read = self._memberships.mark_sent(conv, sender, seq, read_version)
+                read = self._memberships.mark_sent(conv, sender, seq, read_version, _mentioned(body, sender))
             await appended
         except BaseException as exc:
             if read is not None:
@@ -155,3 +155,11 @@ class MessageRouter:
 
     def _validate(self, kind: str, body: dict[str, Any]) -> None:
         validate_body(kind, body, self._max_body_bytes)
+
+
+def _mentioned(body: dict[str, Any], sender: str) -> tuple[str, ...]:
+    """Who a message mentions, for unread-mention counts: user ids, "*" for everyone ("all")."""
+    mentions = body.get("mentions")
+    if not mentions:
+        return ()
+    return tuple(dict.fromkeys("*" if m == "all" else m for m in mentions if m != sender))

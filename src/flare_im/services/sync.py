@@ -95,6 +95,7 @@ class SyncService:
                 changed.append((version, m))
         changed.sort(key=lambda vm: vm[0], reverse=strategy == FAST)
         page = changed[:limit]
+        mentions = await self._memberships.unread_mentions(uid) if page else {}
         peer_ids = [_peer(m.conv, uid) for _, m in page if m.conv.startswith("d:")]
         peers = {u.uid: u for u in await self._users.get_users(peer_ids)}
         items: list[ConvSummary] = []
@@ -110,6 +111,7 @@ class SyncService:
                 max_seq=max_seq,
                 read_seq=read_seq,
                 unread=0 if m.left else max(0, max_seq - read_seq),
+                unread_mentions=0 if m.left else mentions.get(m.conv, 0),
                 member_count=await self._conversations.member_count(m.conv),
                 join_seq=m.join_seq,
                 last=head.last if head and head.last and head.last.seq > floor else None,

@@ -124,9 +124,15 @@ class MembershipStore(Protocol):
         """Set the read seq to ``seq`` if that is larger (never moves back). True if it moved."""
         ...
 
-    def mark_sent(self, conv: str, uid: str, seq: int, version: int) -> Awaitable[None]:
-        """``uid`` sent message ``seq``: its read seq moves up to it (never back). Queued at once, batched
-        with other writes; the awaitable completes when that is durable."""
+    def mark_sent(self, conv: str, uid: str, seq: int, version: int, mentions: Sequence[str] = ()) -> Awaitable[None]:
+        """``uid`` sent message ``seq``: its read seq moves up to it (never back), and the users it
+        ``mentions`` ("*" for everyone) are recorded for their unread-mention counts. Queued at once,
+        batched with other writes; the awaitable completes when that is durable."""
+        ...
+
+    async def unread_mentions(self, uid: str) -> dict[str, int]:
+        """Per conversation of ``uid``: messages by others above its read position that mention it (or
+        everyone). Conversations without any are absent."""
         ...
 
     async def update_settings(self, conv: str, uid: str, change: SettingsChange, version: int) -> Member | None:

@@ -24,6 +24,9 @@ SCHEMA = (
         left_conv INTEGER NOT NULL DEFAULT 0, joined_order INTEGER NOT NULL,
         PRIMARY KEY (uid, conv)) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS members_conv ON members (conv, left_conv, joined_order)",
+    """CREATE TABLE IF NOT EXISTS mentions (
+        uid TEXT NOT NULL, conv TEXT NOT NULL, seq INTEGER NOT NULL, sender TEXT NOT NULL,
+        PRIMARY KEY (uid, conv, seq)) WITHOUT ROWID""",
 )
 
 _USER_COLS = "uid, username, display_name, avatar, created_at"
@@ -62,6 +65,11 @@ def _member(row: Any) -> Member:
     )
 
 
+def _mention_rows(rows: list[tuple[Any, ...]]) -> list[tuple[str, str, int, str]]:
+    """(mentioned, conv, seq, sender) for every mention of a batch of ``mark_sent`` rows."""
+    return [(who, row[3], row[0], row[2]) for row in rows for who in row[4]]
+
+
 def _insert_members(conn: sqlite3.Connection, members: Sequence[Member]) -> None:
     order = conn.execute("SELECT coalesce(max(joined_order), 0) FROM members").fetchone()[0]
     rows = [
@@ -95,7 +103,8 @@ class SqliteRelational:
                 (
                     "UPDATE members SET read_seq = ?, version = ? WHERE uid = ? AND conv = ? AND read_seq < ?",
                     columns(0, 1, 2, 3, 0),
-                )
+                ),
+                ("INSERT OR IGNORE INTO mentions (uid, conv, seq, sender) VALUES (?,?,?,?)", _mention_rows),
             ],
         )
 
@@ -241,8 +250,17 @@ class SqliteRelational:
         moved: bool = await self._db.write(op)
         return moved
 
-    def mark_sent(self, conv: str, uid: str, seq: int, version: int) -> Awaitable[None]:
-        return self._sent.submit((seq, version, uid, conv))
+    def mark_sent(self, conv: str, uid: str, seq: int, version: int, mentions: Sequence[str] = ()) -> Awaitable[None]:
+        return self._sent.submit((seq, version, uid, conv, tuple(mentions)))
+
+    async def unread_mentions(self, uid: str) -> dict[str, int]:
+        rows = self._db.fetchall(
+            "SELECT mn.conv, count(*) FROM mentions mn JOIN members m ON m.conv = mn.conv AND m.uid = ?1"
+            " WHERE mn.uid IN (?1, '*') AND mn.sender != ?1 AND m.left_conv = 0"
+            " AND mn.seq > max(m.read_seq, m.cleared_seq, m.join_seq) GROUP BY mn.conv",
+            (uid,),
+        )
+        return {conv: count for conv, count in rows}
 
     async def update_settings(self, conv: str, uid: str, change: SettingsChange, version: int) -> Member | None:
         c = change
