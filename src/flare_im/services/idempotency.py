@@ -105,9 +105,7 @@ class IdempotencyCache:
         if self._window_s <= 0:
             return False
         self._rotate()
-        if time.monotonic() < self._trusted_from:
-            return True
-        return self._seen(*_hashes(key))
+        return self._maybe(*_hashes(key))
 
     def claim(self, key: Key) -> bool:
         """``maybe_stored(key)``, then remember ``key`` as sent (hashing it once)."""
@@ -115,11 +113,13 @@ class IdempotencyCache:
             return False
         self._rotate()
         h1, h2 = _hashes(key)
-        stored = time.monotonic() < self._trusted_from or self._seen(h1, h2)
+        stored = self._maybe(h1, h2)
         self._add(h1, h2)
         return stored
 
-    def _seen(self, h1: int, h2: int) -> bool:
+    def _maybe(self, h1: int, h2: int) -> bool:
+        if time.monotonic() < self._trusted_from:  # not yet known to hold every key of the window
+            return True
         return any(f.has_hashed(h1, h2) for f in self._current) or any(f.has_hashed(h1, h2) for f in self._previous)
 
     def preload(self, keys: Iterable[Key], *, complete: bool) -> None:

@@ -77,7 +77,7 @@ class MessageRouter:
             if isinstance(known, asyncio.Future):
                 return await asyncio.shield(known), True
             return known, True
-        self._validate(kind, body)
+        validate_body(kind, body, self._max_body_bytes)
         recipients = await self._conversations.recipients_for_send(sender, conv)
         if self._idempotency.claim(key):
             stored = await self._log.find_by_client_id(sender, cmid)
@@ -87,27 +87,19 @@ class MessageRouter:
             known = self._idempotency.get(key)  # a concurrent retry may have started meanwhile
             if known is not None:
                 return (await asyncio.shield(known) if isinstance(known, asyncio.Future) else known), True
-        message = await self._append(sender, conv, cmid, kind, body, key, mark_read=True)
+        message = await self._append(sender, conv, cmid, kind, body, key)
         self._fanout.deliver_message(recipients, message, skip=(sender, device) if device else None)
         return message, False
 
     async def send_system(self, actor: str, conv: str, body: dict[str, Any], recipients: Iterable[str]) -> Message:
         """Append a system notice (membership change, rename) to ``conv`` and push it to ``recipients``."""
         cmid = f"sys-{uuid.uuid4().hex}"
-        message = await self._append(actor, conv, cmid, SYSTEM_KIND, body, (actor, cmid), mark_read=True)
+        message = await self._append(actor, conv, cmid, SYSTEM_KIND, body, (actor, cmid))
         self._fanout.deliver_message(recipients, message, skip=None)
         return message
 
     async def _append(
-        self,
-        sender: str,
-        conv: str,
-        cmid: str,
-        kind: str,
-        body: dict[str, Any],
-        key: tuple[str, str],
-        *,
-        mark_read: bool = False,
+        self, sender: str, conv: str, cmid: str, kind: str, body: dict[str, Any], key: tuple[str, str]
     ) -> Message:
         pending: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         idempotency = self._idempotency
@@ -120,11 +112,10 @@ class MessageRouter:
             seq = await self._sequencer.next_seq(conv)
             message = Message(conv, seq, str(self._ids.next_id()), sender, cmid, kind, body, now_ms())
             appended = self._log.append(message, version)
-            if mark_read:
-                # The sender has read its own message: queued right behind the append (the same commit,
-                # as a rule) and awaited, so the sender's list is right as soon as it has the ack.
-                read_version = clock.begin()
-                read = self._memberships.mark_sent(conv, sender, seq, read_version, _mentioned(body, sender))
+            # The sender has read its own message: queued right behind the append (the same commit, as a
+            # rule) and awaited, so the sender's list is right as soon as it has the ack.
+            read_version = clock.begin()
+            read = self._memberships.mark_sent(conv, sender, seq, read_version, _mentioned(body, sender))
             await appended
         except BaseException as exc:
             if read is not None:
@@ -152,9 +143,6 @@ class MessageRouter:
             finally:
                 clock.end(read_version)
         return message
-
-    def _validate(self, kind: str, body: dict[str, Any]) -> None:
-        validate_body(kind, body, self._max_body_bytes)
 
 
 def _mentioned(body: dict[str, Any], sender: str) -> tuple[str, ...]:
