@@ -31,6 +31,7 @@ from flare_im.services.auth import AuthService, load_or_create_secret
 from flare_im.services.conversations import ConversationService
 from flare_im.services.groups import GroupService
 from flare_im.services.idempotency import IdempotencyCache
+from flare_im.services.operations import MessageOperations
 from flare_im.services.presence import PresenceService
 from flare_im.services.router import MessageRouter
 from flare_im.services.status import StatusService
@@ -106,6 +107,16 @@ async def build_node(settings: Settings) -> Node:
         clock=clock,
         fanout=hub,
     )
+    operations = MessageOperations(
+        conversations=conversations,
+        memberships=relational,
+        log=message_log,
+        router=router,
+        clock=clock,
+        fanout=hub,
+        recall_window_s=settings.recall_window_s,
+        max_body_bytes=settings.max_body_bytes,
+    )
     groups = GroupService(
         groups=relational, users=relational, conversations=conversations, router=router, log=message_log, clock=clock
     )
@@ -123,6 +134,7 @@ async def build_node(settings: Settings) -> Node:
         auth=auth,
         router=router,
         sync=sync,
+        operations=operations,
         status=StatusService(conversations, hub, typing_interval_s=settings.typing_interval_s),
         presence=PresenceService(hub.online, debounce_s=settings.presence_debounce_s),
         hub=hub,
@@ -131,7 +143,15 @@ async def build_node(settings: Settings) -> Node:
         msgpack_codec=ServerCodec(Encoding.MSGPACK, max_frame_bytes=settings.max_frame_bytes),
         output=OutputBatcher(),
     )
-    api = ApiContext(auth=auth, users=users, groups=groups, router=router, sync=sync, ws_urls=[settings.ws_url])
+    api = ApiContext(
+        auth=auth,
+        users=users,
+        groups=groups,
+        router=router,
+        sync=sync,
+        operations=operations,
+        ws_urls=[settings.ws_url],
+    )
     return Node(settings, list(databases.values()), hub, gateway, api, router)
 
 

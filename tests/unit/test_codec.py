@@ -21,10 +21,13 @@ from flare_im.protocol.frames import (
     ConvSummary,
     Delivered,
     Error,
+    Forward,
+    Hidden,
     Kick,
     Message,
     Messages,
     Ok,
+    Op,
     Ping,
     Pong,
     Presence,
@@ -82,6 +85,10 @@ CLIENT_FRAMES: list[Any] = [
     PresenceSub(id=19, users=[]),
     UpdateSettings(id=20, conv="g:team", pinned=True, draft="half a thought"),
     UpdateSettings(id=21, conv="d:alice:bob", muted=False, hidden=True, clear_to=42),
+    Op(id=22, conv="g:team", op="edit", target=7, opid="op-1", body={"text": "fixed"}, base_version=1),
+    Op(id=23, conv="g:team", op="react", target=7, opid="op-2", emoji="👍"),
+    Op(id=24, conv="d:alice:bob", op="recall", target=3, opid="op-3"),
+    Forward(id=25, conv="g:team", seqs=[3, 4], to="d:alice:bob", cmid="fw-1", title="notes"),
 ]
 
 SERVER_FRAMES: list[Any] = [
@@ -150,6 +157,9 @@ SERVER_FRAMES: list[Any] = [
     Presence(user="bob", online=False, last_seen=1_800_000),
     ConvSettings(conv="g:team", version=1_800_000_000_000_000, pinned=True, draft="x", cleared_seq=3),
     ConvSettings(conv="g:team", version=7, muted=True, id=20),
+    Hidden(conv="g:team", seqs=[3, 9], version=77, id=24),
+    Error(id=22, code=409, message="stale", detail={"version": 3, "body": {"text": "newer"}}),
+    Ack(id=22, conv="g:team", seq=43, msg_id="124", ts=1, target=7, version=2),
 ]
 
 CLIENT_TAGS = {cls.__struct_config__.tag: cls for cls in typing.get_args(ClientFrame)}

@@ -19,6 +19,7 @@ from flare_im.backends.relational.base import SettingsChange
 from flare_im.protocol.errors import ErrorCode, FlareError, unauthorized
 from flare_im.services.auth import AuthService, TokenPair
 from flare_im.services.groups import GroupInfo, GroupService
+from flare_im.services.operations import DELETE_FOR_ME, MessageOperations
 from flare_im.services.router import MessageRouter
 from flare_im.services.sync import SyncService
 from flare_im.services.users import UserService
@@ -31,6 +32,7 @@ class ApiContext:
     groups: GroupService
     router: MessageRouter
     sync: SyncService
+    operations: MessageOperations
     ws_urls: list[str]
 
 
@@ -102,6 +104,21 @@ class SendBody(BaseModel):
     body: dict[str, Any]
 
 
+class OpBody(BaseModel):
+    op: Literal["recall", "delete", "edit", "react", "unreact", "delete_for_me"]
+    opid: str = Field(min_length=1, max_length=64, description="operation id (a retried op applies once)")
+    body: dict[str, Any] | None = Field(default=None, description="edit: the new body")
+    base_version: int | None = Field(default=None, ge=1, description="edit: the version the edit is based on")
+    emoji: str | None = Field(default=None, min_length=1, max_length=32, description="react / unreact")
+
+
+class ForwardBody(BaseModel):
+    seqs: list[int] = Field(min_length=1, max_length=100)
+    to: str = Field(min_length=3, max_length=160, description="the conversation to forward into")
+    cmid: str = Field(min_length=1, max_length=64)
+    title: str = Field(default="", max_length=256)
+
+
 class SettingsBody(BaseModel):
     pinned: bool | None = None
     muted: bool | None = None
@@ -140,11 +157,11 @@ def _group(info: GroupInfo) -> dict[str, Any]:
     }
 
 
-def _error(code: ErrorCode, message: str, retryable: bool) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"code": int(code), "name": code.name.lower(), "message": message, "retryable": retryable}},
-        status_code=int(code),
-    )
+def _error(code: ErrorCode, message: str, retryable: bool, detail: dict[str, Any] | None = None) -> JSONResponse:
+    error: dict[str, Any] = {"code": int(code), "name": code.name.lower(), "message": message, "retryable": retryable}
+    if detail is not None:
+        error["detail"] = detail
+    return JSONResponse({"error": error}, status_code=int(code))
 
 
 async def current_user(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
@@ -167,7 +184,7 @@ def build_api(ctx: ApiContext) -> FastAPI:
 
     @app.exception_handler(FlareError)
     async def on_flare_error(_: Request, exc: FlareError) -> JSONResponse:
-        return _error(exc.code, exc.message, exc.retryable)
+        return _error(exc.code, exc.message, exc.retryable, exc.detail)
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -332,6 +349,48 @@ def build_api(ctx: ApiContext) -> FastAPI:
     async def send(uid: User, conv: str, body: SendBody) -> dict[str, Any]:
         """Send as the token's user (bots, business systems): same path and ack as the WebSocket."""
         message, duplicate = await ctx.router.send(uid, conv, body.cmid, body.kind, body.body)
+        return {
+            "conv": message.conv,
+            "seq": message.seq,
+            "msg_id": message.msg_id,
+            "ts": message.ts,
+            "duplicate": duplicate,
+        }
+
+    @app.post("/v1/conversations/{conv}/messages/{seq}/ops", tags=["conversations"])
+    async def operate(uid: User, conv: str, seq: int, body: OpBody) -> dict[str, Any]:
+        """Recall, delete (for everyone or for me), edit, react or unreact: same rules as the WebSocket."""
+        ops = ctx.operations
+        if body.op == DELETE_FOR_ME:
+            hidden = await ops.hide(uid, "", conv, [seq])
+            return {"conv": hidden.conv, "seqs": hidden.seqs, "version": hidden.version}
+        result = await ops.apply(
+            uid, conv, body.op, seq, body.opid, body=body.body, base_version=body.base_version, emoji=body.emoji
+        )
+        event = result.event
+        return {
+            "conv": event.conv,
+            "seq": event.seq,
+            "msg_id": event.msg_id,
+            "ts": event.ts,
+            "duplicate": result.duplicate,
+            "target": result.target,
+            "version": result.version,
+        }
+
+    @app.get("/v1/conversations/{conv}/messages/{seq}/revisions", tags=["conversations"])
+    async def revisions(uid: User, conv: str, seq: int) -> dict[str, Any]:
+        """A message in its current state and its earlier versions (edit history), oldest first."""
+        message, earlier = await ctx.operations.revisions(uid, conv, seq)
+        return {
+            "message": msgspec.to_builtins(message),
+            "revisions": [{"version": r.version, "body": r.body, "ts": r.ts} for r in earlier],
+        }
+
+    @app.post("/v1/conversations/{conv}/forward", tags=["conversations"])
+    async def forward(uid: User, conv: str, body: ForwardBody) -> dict[str, Any]:
+        """Copy messages of ``conv`` into ``to``: one as it is, several merged into one message."""
+        message, duplicate = await ctx.operations.forward(uid, conv, body.seqs, body.to, body.cmid, title=body.title)
         return {
             "conv": message.conv,
             "seq": message.seq,

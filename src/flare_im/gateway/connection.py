@@ -33,9 +33,11 @@ from flare_im.protocol.frames import (
     Convs,
     Delivered,
     Error,
+    Forward,
     Kick,
     Messages,
     Ok,
+    Op,
     Ping,
     Pong,
     Presence,
@@ -53,6 +55,7 @@ from flare_im.protocol.frames import (
     UpdateSettings,
 )
 from flare_im.services.auth import AuthService
+from flare_im.services.operations import DELETE_FOR_ME, MessageOperations
 from flare_im.services.presence import PresenceService
 from flare_im.services.router import MessageRouter
 from flare_im.services.status import StatusService
@@ -82,6 +85,7 @@ class GatewayContext:
     auth: AuthService
     router: MessageRouter
     sync: SyncService
+    operations: MessageOperations
     status: StatusService
     presence: PresenceService
     hub: Hub
@@ -319,6 +323,20 @@ class ClientConnection(WSListener):
             elif isinstance(frame, Typing):
                 await self.ctx.status.typing(self.user, self.device, frame.conv)
                 reply = Ok(id=frame.id)
+            elif isinstance(frame, Op):
+                reply = await self._operate(frame)
+            elif isinstance(frame, Forward):
+                message, duplicate = await self.ctx.operations.forward(
+                    self.user, frame.conv, frame.seqs, frame.to, frame.cmid, title=frame.title, device=self.device
+                )
+                reply = Ack(
+                    id=frame.id,
+                    conv=message.conv,
+                    seq=message.seq,
+                    msg_id=message.msg_id,
+                    ts=message.ts,
+                    duplicate=duplicate,
+                )
             elif isinstance(frame, Pull):
                 mp = await sync.messages(
                     self.user, frame.conv, after=frame.after, before=frame.before, limit=frame.limit
@@ -332,6 +350,34 @@ class ClientConnection(WSListener):
             self._reply_error(frame.id, exc)
             return
         self._reply(reply)
+
+    async def _operate(self, frame: Op) -> ServerFrame:
+        ops = self.ctx.operations
+        if frame.op == DELETE_FOR_ME:
+            hidden = await ops.hide(self.user, self.device, frame.conv, [frame.target])
+            return msgspec.structs.replace(hidden, id=frame.id)
+        result = await ops.apply(
+            self.user,
+            frame.conv,
+            frame.op,
+            frame.target,
+            frame.opid,
+            device=self.device,
+            body=frame.body,
+            base_version=frame.base_version,
+            emoji=frame.emoji,
+        )
+        event = result.event
+        return Ack(
+            id=frame.id,
+            conv=event.conv,
+            seq=event.seq,
+            msg_id=event.msg_id,
+            ts=event.ts,
+            duplicate=result.duplicate,
+            target=result.target,
+            version=result.version,
+        )
 
     def _spawn(self, coro: Any) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(self._guard(coro))
@@ -374,7 +420,9 @@ class ClientConnection(WSListener):
         self.push_framed(ws_frame(encode_for(self.encoding, frame), self._binary))
 
     def _reply_error(self, req_id: int | None, exc: FlareError) -> None:
-        self._reply(Error(id=req_id, code=int(exc.code), message=exc.message, retryable=exc.retryable))
+        self._reply(
+            Error(id=req_id, code=int(exc.code), message=exc.message, retryable=exc.retryable, detail=exc.detail)
+        )
 
     def kick(self, code: int, reason: str, *, reconnect: bool, retry_after_ms: int = 0) -> None:
         if self._closed:

@@ -15,6 +15,7 @@ from flare_im.gateway.output import ws_frame
 from flare_im.protocol.codec import Encoding
 from flare_im.protocol.frames import (
     ConvSettings,
+    Hidden,
     Kick,
     Message,
     Msg,
@@ -91,8 +92,14 @@ class Hub:
     def deliver_settings(self, uid: str, settings: ConvSettings, *, skip: tuple[str, str] | None) -> None:
         self._deliver((uid,), settings, skip)
 
+    def deliver_hidden(self, uid: str, hidden: Hidden, *, skip: tuple[str, str] | None) -> None:
+        self._deliver((uid,), hidden, skip)
+
     def _deliver(
-        self, uids: Iterable[str], frame: Msg | Receipt | TypingNotice | ConvSettings, skip: tuple[str, str] | None
+        self,
+        uids: Iterable[str],
+        frame: Msg | Receipt | TypingNotice | ConvSettings | Hidden,
+        skip: tuple[str, str] | None,
     ) -> None:
         encoded_json: bytes | None = None
         encoded_msgpack: bytes | None = None

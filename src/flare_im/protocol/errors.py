@@ -7,6 +7,7 @@ used by the server are in the 4000-4999 range reserved for applications (see doc
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Any
 
 
 class ErrorCode(IntEnum):
@@ -14,7 +15,8 @@ class ErrorCode(IntEnum):
     UNAUTHORIZED = 401  # missing, invalid or expired token; wrong password
     FORBIDDEN = 403  # authenticated but not allowed (not a member, forged sender, wrong role)
     NOT_FOUND = 404  # user, group or conversation does not exist
-    CONFLICT = 409  # resource already exists (username taken, user id taken)
+    CONFLICT = 409  # resource already exists (username taken); an edit based on an old version
+    GONE = 410  # the message was recalled/deleted, or a range is no longer served (history cleared): resync
     TOO_LARGE = 413  # frame or field over its size limit
     OUT_OF_RANGE = 416  # seq range outside what the conversation holds for this user
     INVALID = 422  # well-formed but a field is missing, of the wrong type or out of bounds
@@ -29,11 +31,14 @@ RETRYABLE = frozenset({ErrorCode.RATE_LIMITED, ErrorCode.INTERNAL, ErrorCode.UNA
 class FlareError(Exception):
     """An error a client can see. Raised by services, turned into an error frame or HTTP reply."""
 
-    def __init__(self, code: ErrorCode, message: str, *, retryable: bool | None = None) -> None:
+    def __init__(
+        self, code: ErrorCode, message: str, *, retryable: bool | None = None, detail: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.retryable = code in RETRYABLE if retryable is None else retryable
+        self.detail = detail  # machine-readable context (e.g. the current version on an edit conflict)
 
     def __repr__(self) -> str:
         return f"FlareError({self.code.name}, {self.message!r})"

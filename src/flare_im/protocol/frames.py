@@ -118,7 +118,39 @@ class Typing(_Frame, tag="typing"):
     conv: ConvId
 
 
-ClientFrame = Auth | Send | Delivered | Read | Sync | Pull | Ping | Typing | Readers | PresenceSub | UpdateSettings
+OpName = Literal["recall", "delete", "edit", "react", "unreact", "delete_for_me"]
+Emoji = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+
+
+class Op(_Frame, tag="op"):
+    """An operation on message ``target`` of ``conv`` (Y3). Every op except ``delete_for_me`` becomes an
+    event with its own seq in the conversation log. ``opid`` makes a retried op apply once."""
+
+    id: ReqId
+    conv: ConvId
+    op: OpName
+    target: Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
+    opid: ClientMsgId
+    body: dict[str, Any] | None = None  # edit: the new body
+    base_version: Annotated[int, msgspec.Meta(ge=1)] | None = None  # edit: the version the edit is based on
+    emoji: Emoji | None = None  # react / unreact
+
+
+class Forward(_Frame, tag="forward"):
+    """Copy messages ``seqs`` of ``conv`` into ``to``: one is copied as it is, several become one
+    ``merged`` message. ``cmid`` is the new message's client id (idempotency key)."""
+
+    id: ReqId
+    conv: ConvId
+    seqs: Annotated[list[Annotated[int, msgspec.Meta(ge=1)]], msgspec.Meta(min_length=1, max_length=100)]
+    to: ConvId
+    cmid: ClientMsgId
+    title: Annotated[str, msgspec.Meta(max_length=256)] = ""
+
+
+ClientFrame = (
+    Auth | Send | Delivered | Read | Sync | Pull | Ping | Typing | Readers | PresenceSub | UpdateSettings | Op | Forward
+)
 
 
 # ---------------------------------------------------------------- server -> client
@@ -135,6 +167,11 @@ class Message(msgspec.Struct, omit_defaults=True):
     kind: str
     body: dict[str, Any]
     ts: int  # server time, epoch milliseconds
+    # Current state, after the operations on it so far (op events carry the same changes):
+    version: int = 1  # +1 per edit, recall or delete for everyone
+    state: str = ""  # "" | "recalled" | "deleted" (content gone for everyone) | "hidden" (deleted for me)
+    edited_at: int = 0  # epoch ms of the latest edit
+    reactions: dict[str, list[str]] = {}  # emoji -> users who reacted, in reaction order
 
 
 class ConvSummary(msgspec.Struct, omit_defaults=True):
@@ -159,6 +196,7 @@ class ConvSummary(msgspec.Struct, omit_defaults=True):
     cleared_seq: int = 0  # history cleared for this user up to this seq
     last: Message | None = None
     recent: list[Message] = []  # the newest messages, ascending, when the sync asked for ``recent``
+    hidden_seqs: list[int] = []  # messages this user deleted for itself, changed since ``since``
 
 
 class AuthOk(_Frame, tag="auth_ok"):
@@ -177,7 +215,9 @@ class Ack(_Frame, tag="ack"):
     seq: int
     msg_id: str
     ts: int
-    duplicate: bool = False  # True when this answers a retry of an already-stored message
+    duplicate: bool = False  # True when this answers a retry of an already-stored message (or op)
+    target: int = 0  # an op: the seq of the message it changed
+    version: int = 0  # an op: that message's version afterwards
 
 
 class Ok(_Frame, tag="ok"):
@@ -193,6 +233,10 @@ class Msg(_Frame, tag="msg"):
     kind: str
     body: dict[str, Any]
     ts: int
+    version: int = 1
+    state: str = ""
+    edited_at: int = 0
+    reactions: dict[str, list[str]] = {}
 
 
 class Receipt(_Frame, tag="receipt"):
@@ -228,6 +272,16 @@ class Error(_Frame, tag="error"):
     code: int
     message: str
     retryable: bool = False
+    id: int | None = None
+    detail: dict[str, Any] | None = None  # machine-readable context, e.g. the current version on a conflict
+
+
+class Hidden(_Frame, tag="hidden"):
+    """Messages the user deleted for itself (reply to ``delete_for_me``, pushed to its other devices)."""
+
+    conv: str
+    seqs: list[int]
+    version: int
     id: int | None = None
 
 
@@ -299,14 +353,19 @@ ServerFrame = (
     | PresenceList
     | Presence
     | ConvSettings
+    | Hidden
 )
 
 
 def msg_from_message(m: Message) -> Msg:
     """The ``msg`` push of a stored message (same fields, tagged)."""
-    return Msg(m.conv, m.seq, m.msg_id, m.sender, m.cmid, m.kind, m.body, m.ts)
+    return Msg(
+        m.conv, m.seq, m.msg_id, m.sender, m.cmid, m.kind, m.body, m.ts, m.version, m.state, m.edited_at, m.reactions
+    )
 
 
 def message_from_msg(m: Msg) -> Message:
     """The message carried by a ``msg`` push."""
-    return Message(m.conv, m.seq, m.msg_id, m.sender, m.cmid, m.kind, m.body, m.ts)
+    return Message(
+        m.conv, m.seq, m.msg_id, m.sender, m.cmid, m.kind, m.body, m.ts, m.version, m.state, m.edited_at, m.reactions
+    )

@@ -10,6 +10,11 @@ import msgspec
 from flare_im.protocol.errors import ErrorCode, FlareError, invalid
 
 SYSTEM = "system"  # written by the server only
+MERGED = "merged"  # several forwarded messages in one (written by the server only)
+# Operation events: each changes an earlier message (its ``target``) and has its own seq (Y3).
+OP_KINDS = frozenset({"recall", "delete", "edit", "react", "unreact"})
+RESERVED_KINDS = OP_KINDS | {SYSTEM, MERGED}
+SERVER_KEYS = ("forwarded",)  # body keys only the server sets
 
 Url = Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
 Size = Annotated[int, msgspec.Meta(ge=0)]
@@ -85,10 +90,33 @@ KINDS: dict[str, type[_Body]] = {
 _encode = msgspec.json.Encoder().encode
 
 
+def is_content(kind: str) -> bool:
+    """A message with content (not an operation event nor a system notice): it can be quoted,
+    forwarded, recalled, reacted to."""
+    return kind in KINDS or kind == MERGED
+
+
+def snippet(kind: str, body: dict[str, Any], limit: int = 100) -> str:
+    """A short text of a message for a quote: the start of a text, else a placeholder."""
+    text = body.get("text")
+    if kind == "text" and isinstance(text, str):
+        return text if len(text) <= limit else text[: limit - 1] + "…"
+    name = body.get("name")
+    return f"[{kind}: {name}]" if isinstance(name, str) and name else f"[{kind}]"
+
+
+def check_size(body: dict[str, Any], max_bytes: int) -> None:
+    if len(_encode(body)) > max_bytes:
+        raise FlareError(ErrorCode.TOO_LARGE, f"message body exceeds {max_bytes} bytes")
+
+
 def validate_body(kind: str, body: dict[str, Any], max_bytes: int) -> None:
     """Raise FlareError 422 when ``body`` does not fit ``kind``, 413 when it is too large."""
-    if kind == SYSTEM:
-        raise invalid("kind 'system' is reserved for the server")
+    if kind in RESERVED_KINDS:
+        raise invalid(f"kind {kind!r} is reserved for the server")
+    for key in SERVER_KEYS:
+        if key in body:
+            raise invalid(f"body.{key} is set by the server")
     if kind == "text" and len(body) == 1:
         # The common case, checked without conversion: a short plain text is certainly within the limit
         # (JSON spends at most 6 bytes on a character).
@@ -105,5 +133,4 @@ def validate_body(kind: str, body: dict[str, Any], max_bytes: int) -> None:
             msgspec.convert(body, shape)
         except msgspec.ValidationError as exc:
             raise invalid(f"invalid {kind} body: {exc}") from None
-    if len(_encode(body)) > max_bytes:
-        raise FlareError(ErrorCode.TOO_LARGE, f"message body exceeds {max_bytes} bytes")
+    check_size(body, max_bytes)

@@ -8,16 +8,16 @@ import uuid
 from collections.abc import Awaitable, Coroutine, Iterable
 from typing import Any, Protocol
 
-from flare_im.backends.message_log.base import MessageLog
+from flare_im.backends.message_log.base import GONE_STATES, Change, MessageLog, VersionConflict
 from flare_im.backends.relational.base import MembershipStore
 from flare_im.backends.sequencer.base import Sequencer
 from flare_im.ids import Snowflake, VersionClock, now_ms
 from flare_im.protocol.errors import ErrorCode, FlareError
-from flare_im.protocol.frames import ConvSettings, Message, Receipt, TypingNotice
+from flare_im.protocol.frames import ConvSettings, Hidden, Message, Receipt, TypingNotice
 from flare_im.services.conversations import ConversationService
 from flare_im.services.idempotency import IdempotencyCache
 from flare_im.services.message_kinds import SYSTEM as SYSTEM_KIND
-from flare_im.services.message_kinds import validate_body
+from flare_im.services.message_kinds import check_size, is_content, snippet, validate_body
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,10 @@ class Fanout(Protocol):
 
     def deliver_typing(self, uids: Iterable[str], notice: TypingNotice) -> None:
         """Push an ephemeral typing notice to every online device of ``uids``."""
+        ...
+
+    def deliver_hidden(self, uid: str, hidden: Hidden, *, skip: tuple[str, str] | None) -> None:
+        """Push messages a user deleted for itself to that user's devices except ``skip``."""
         ...
 
 
@@ -67,18 +71,32 @@ class MessageRouter:
         self._max_body_bytes = max_body_bytes
 
     async def send(
-        self, sender: str, conv: str, cmid: str, kind: str, body: dict[str, Any], *, device: str = ""
+        self,
+        sender: str,
+        conv: str,
+        cmid: str,
+        kind: str,
+        body: dict[str, Any],
+        *,
+        device: str = "",
+        trusted: bool = False,
     ) -> tuple[Message, bool]:
         """Store and fan out one message; returns it with ``True`` when this was a retry of an already
-        stored one (then nothing new is stored or pushed). Returns only once the message is durable."""
+        stored one (then nothing new is stored or pushed). Returns only once the message is durable.
+        ``trusted``: the body was built by the server (a forward), only its size is checked."""
         key = (sender, cmid)
         known = self._idempotency.get(key)
         if known is not None:
             if isinstance(known, asyncio.Future):
                 return await asyncio.shield(known), True
             return known, True
-        validate_body(kind, body, self._max_body_bytes)
+        if trusted:
+            check_size(body, self._max_body_bytes)
+        else:
+            validate_body(kind, body, self._max_body_bytes)
         recipients = await self._conversations.recipients_for_send(sender, conv)
+        if "reply_to" in body:
+            body = await self._with_quote(sender, conv, body)
         if self._idempotency.claim(key):
             stored = await self._log.find_by_client_id(sender, cmid)
             if stored is not None:
@@ -91,6 +109,57 @@ class MessageRouter:
         self._fanout.deliver_message(recipients, message, skip=(sender, device) if device else None)
         return message, False
 
+    async def retry_of(self, sender: str, cmid: str) -> Message | None:
+        """The event ``sender`` already stored (or is storing) under ``cmid``, if any: an op retried."""
+        key = (sender, cmid)
+        known = self._idempotency.get(key)
+        if known is None and self._idempotency.claim(key):
+            stored = await self._log.find_by_client_id(sender, cmid)
+            if stored is not None:
+                self._idempotency.put(key, stored)
+                return stored
+            known = self._idempotency.get(key)
+        if known is None:
+            return None
+        return await asyncio.shield(known) if isinstance(known, asyncio.Future) else known
+
+    async def append_op(
+        self,
+        actor: str,
+        conv: str,
+        opid: str,
+        kind: str,
+        body: dict[str, Any],
+        change: Change,
+        recipients: Iterable[str],
+        *,
+        device: str = "",
+    ) -> Message:
+        """Append an operation event (its own seq) that ``change``s its target, then push it to
+        ``recipients``. The caller has checked permissions and that ``opid`` is new."""
+        message = await self._append(actor, conv, opid, kind, body, (actor, opid), change)
+        self._fanout.deliver_message(recipients, message, skip=(actor, device) if device else None)
+        return message
+
+    async def _with_quote(self, sender: str, conv: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Replace ``reply_to: {seq}`` with a snapshot of the quoted message, so a client can render the
+        quote without having it; a recalled message is quoted as recalled, without its text."""
+        ref = body["reply_to"]
+        seq = ref.get("seq") if isinstance(ref, dict) else None
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+            raise FlareError(ErrorCode.INVALID, "reply_to needs seq, the quoted message's seq")
+        member = await self._conversations.member_for_read(sender, conv)
+        found = await self._log.get(conv, [seq]) if seq > max(member.join_seq, member.cleared_seq) else []
+        if not found or not is_content(found[0].kind):
+            raise FlareError(ErrorCode.NOT_FOUND, f"no message {seq} to reply to in this conversation")
+        quoted = found[0]
+        snapshot: dict[str, Any] = {"seq": seq, "msg_id": quoted.msg_id, "sender": quoted.sender, "kind": quoted.kind}
+        if quoted.state in GONE_STATES:
+            snapshot["state"] = quoted.state
+        else:
+            snapshot["snippet"] = snippet(quoted.kind, quoted.body)
+        return {**body, "reply_to": snapshot}
+
     async def send_system(self, actor: str, conv: str, body: dict[str, Any], recipients: Iterable[str]) -> Message:
         """Append a system notice (membership change, rename) to ``conv`` and push it to ``recipients``."""
         cmid = f"sys-{uuid.uuid4().hex}"
@@ -99,7 +168,14 @@ class MessageRouter:
         return message
 
     async def _append(
-        self, sender: str, conv: str, cmid: str, kind: str, body: dict[str, Any], key: tuple[str, str]
+        self,
+        sender: str,
+        conv: str,
+        cmid: str,
+        kind: str,
+        body: dict[str, Any],
+        key: tuple[str, str],
+        change: Change | None = None,
     ) -> Message:
         pending: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         idempotency = self._idempotency
@@ -111,7 +187,10 @@ class MessageRouter:
         try:
             seq = await self._sequencer.next_seq(conv)
             message = Message(conv, seq, str(self._ids.next_id()), sender, cmid, kind, body, now_ms())
-            appended = self._log.append(message, version)
+            if change is None:
+                appended = self._log.append(message, version)
+            else:
+                appended = self._log.apply(message, change, version)
             # The sender has read its own message: queued right behind the append (the same commit, as a
             # rule) and awaited, so the sender's list is right as soon as it has the ack.
             read_version = clock.begin()
@@ -124,11 +203,13 @@ class MessageRouter:
                     read.close()
             self._sequencer.forget(conv)
             idempotency.discard(key)
-            error = exc if isinstance(exc, FlareError) else FlareError(ErrorCode.INTERNAL, "message not stored")
+            error = _client_error(exc)
             pending.set_exception(error)
             pending.exception()  # a retry may never await it: mark it retrieved
             if isinstance(exc, FlareError | asyncio.CancelledError):
                 raise
+            if error.code != ErrorCode.INTERNAL:
+                raise error from exc
             log.exception("append to %s failed", conv)
             raise error from exc
         finally:
@@ -143,6 +224,25 @@ class MessageRouter:
             finally:
                 clock.end(read_version)
         return message
+
+
+def _client_error(exc: BaseException) -> FlareError:
+    if isinstance(exc, FlareError):
+        return exc
+    if isinstance(exc, VersionConflict):
+        return edit_conflict(exc.current)
+    if isinstance(exc, LookupError):
+        return FlareError(ErrorCode.NOT_FOUND, "no such message")
+    return FlareError(ErrorCode.INTERNAL, "message not stored")
+
+
+def edit_conflict(current: Message) -> FlareError:
+    """An edit based on an old version: the reply carries the current one so the client can resolve."""
+    return FlareError(
+        ErrorCode.CONFLICT,
+        f"the message is at version {current.version}; edit that version",
+        detail={"version": current.version, "body": current.body, "edited_at": current.edited_at},
+    )
 
 
 def _mentioned(body: dict[str, Any], sender: str) -> tuple[str, ...]:

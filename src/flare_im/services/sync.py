@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import msgspec
+
 from flare_im.backends.message_log.base import MessageLog
 from flare_im.backends.relational.base import GroupStore, Member, MembershipStore, SettingsChange, UserStore
 from flare_im.ids import VersionClock
@@ -133,10 +135,12 @@ class SyncService:
                 summary.role = m.role
                 if group is not None:
                     summary.name, summary.avatar = group.name, group.avatar
+            if not m.left:
+                hidden = await self._memberships.hidden_messages(m.conv, uid, since=since)
+                summary.hidden_seqs = [seq for seq in hidden if seq > floor]
             if recent and not m.left and max_seq > floor:
-                summary.recent = await self._log.range(
-                    m.conv, after=floor, before=max_seq + 1, limit=recent, newest=True
-                )
+                newest = await self._log.range(m.conv, after=floor, before=max_seq + 1, limit=recent, newest=True)
+                summary.recent = await self._hide(uid, m.conv, newest)
             items.append(summary)
         more = len(changed) > limit
         version = since
@@ -159,6 +163,14 @@ class SyncService:
             raise out_of_range(f"before={before} is beyond the conversation's max seq {max_seq} + 1")
         if after is not None and before is not None and after >= before:
             raise invalid("after must be smaller than before")
+        if (after is not None and 0 < after < floor) or (before is not None and before <= floor):
+            # The client holds messages this user can no longer read (history cleared, or rejoined): a
+            # silent page from the floor would hide that. It resyncs from min_seq.
+            raise FlareError(
+                ErrorCode.GONE,
+                f"messages up to seq {floor} are no longer available to this user; resync from {floor + 1}",
+                detail={"min_seq": floor + 1, "max_seq": max_seq},
+            )
         hi = before if before is not None else max_seq + 1
         if after is not None:
             items = await self._log.range(conv, after=max(after, floor), before=hi, limit=limit, newest=False)
@@ -166,7 +178,19 @@ class SyncService:
         else:
             items = await self._log.range(conv, after=floor, before=hi, limit=limit, newest=True)
             more = len(items) == limit and items[0].seq > floor + 1
+        items = await self._hide(uid, conv, items)
         return MessagePage(conv=conv, items=items, max_seq=max_seq, min_seq=floor + 1, more=more)
+
+    async def _hide(self, uid: str, conv: str, items: list[Message]) -> list[Message]:
+        """Messages the user deleted for itself stay in the page (seqs stay gapless) without content."""
+        if not items:
+            return items
+        hidden = set(await self._memberships.hidden_messages(conv, uid))
+        if not hidden:
+            return items
+        return [
+            msgspec.structs.replace(m, body={}, state="hidden", reactions={}) if m.seq in hidden else m for m in items
+        ]
 
     async def mark_read(self, uid: str, device: str, conv: str, seq: int) -> bool:
         """Advance the user's read seq (never back); tell the user's other devices and, in a direct

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from flare_im.protocol.frames import Message
 
@@ -17,12 +17,62 @@ class ConvHead:
     last: Message | None
 
 
+GONE_STATES = ("recalled", "deleted")  # a message in one of these states has no content any more
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What an operation event does to its target message (DESIGN.md §2: the store applies it)."""
+
+    target: int  # seq of the target message in the event's conversation
+    version: int  # the target's version afterwards: +1 for edit/recall/delete, unchanged for reactions
+    state: str = ""  # "recalled" | "deleted": the content is gone (see MessageLog.apply)
+    body: dict[str, Any] | None = None  # edit: the new body (the previous one becomes a revision)
+    edited_at: int = 0
+    reaction: tuple[str, str, bool] | None = None  # (emoji, user, added?)
+
+
+@dataclass(frozen=True, slots=True)
+class Revision:
+    """An earlier version of an edited message (edit history)."""
+
+    version: int
+    body: dict[str, Any]
+    ts: int  # when this version was written (the message's ts for version 1, else its edit time)
+
+
+class VersionConflict(Exception):
+    """A content change was based on a version that is no longer the target's current one."""
+
+    def __init__(self, current: Message) -> None:
+        super().__init__(f"message {current.conv}#{current.seq} is at version {current.version}")
+        self.current = current
+
+
 class MessageLog(Protocol):
     def append(self, message: Message, version: int) -> Awaitable[None]:
         """Queue ``message`` at once (appends are applied in call order) and return an awaitable that
         completes when it is durably stored and is the head of its conversation (max seq, last message,
         ``version``). The caller assigns seqs; appending a seq that already exists in the conversation
         fails (the awaitable raises) and stores nothing."""
+        ...
+
+    def apply(self, event: Message, change: Change, version: int) -> Awaitable[None]:
+        """Append the operation ``event`` (like ``append``) and apply ``change`` to its target, atomically.
+
+        Content changes (``state`` or ``body``) require ``change.version`` == the target's version + 1,
+        otherwise the awaitable raises VersionConflict (with the target as stored) and nothing is written;
+        a missing target raises LookupError. A recall/delete leaves a marker: the target's body becomes {},
+        its reactions and revisions are dropped, the bodies of earlier edit events of it are reduced to
+        their references, and quote snapshots of it in replies lose their text and take the state."""
+        ...
+
+    async def get(self, conv: str, seqs: Sequence[int]) -> list[Message]:
+        """The stored events among ``seqs`` of ``conv`` in their current state, ascending by seq."""
+        ...
+
+    async def revisions(self, conv: str, seq: int) -> list[Revision]:
+        """Earlier versions of message ``seq`` (edit history), oldest first; [] after a recall."""
         ...
 
     async def max_seq(self, conv: str) -> int:
@@ -34,8 +84,8 @@ class MessageLog(Protocol):
         ...
 
     async def range(self, conv: str, *, after: int, before: int, limit: int, newest: bool) -> list[Message]:
-        """Messages with ``after < seq < before`` in ascending seq: the ``limit`` newest of them if
-        ``newest``, else the ``limit`` oldest."""
+        """Messages with ``after < seq < before`` in ascending seq, in their current state: the ``limit``
+        newest of them if ``newest``, else the ``limit`` oldest."""
         ...
 
     async def find_by_client_id(self, sender: str, cmid: str) -> Message | None:

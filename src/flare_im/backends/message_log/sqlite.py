@@ -1,13 +1,18 @@
-"""Message log on SQLite (embedded). Rows are unique on (conv, seq); appends are group-committed."""
+"""Message log on SQLite (embedded). Rows are unique on (conv, seq); appends are group-committed.
+
+An operation event (recall, edit, reaction ...) is a row like any message; the same transaction applies
+it to its target row (``version``, ``state``, ``body``, ``reactions``), so history reads current state.
+"""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Awaitable, Iterable, Sequence
 from typing import Any
 
 import msgspec
 
-from flare_im.backends.message_log.base import ConvHead
+from flare_im.backends.message_log.base import Change, ConvHead, Revision, VersionConflict
 from flare_im.backends.sqlite_db import RowBatcher, SqliteDatabase, columns
 from flare_im.ids import snowflake_floor
 from flare_im.protocol.frames import Message
@@ -21,11 +26,29 @@ SCHEMA = (
     "CREATE INDEX IF NOT EXISTS messages_client_id ON messages (sender, cmid)",
     """CREATE TABLE IF NOT EXISTS conv_heads (
         conv TEXT PRIMARY KEY, max_seq INTEGER NOT NULL, version INTEGER NOT NULL) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS revisions (
+        conv TEXT NOT NULL, seq INTEGER NOT NULL, version INTEGER NOT NULL, body BLOB NOT NULL, ts INTEGER NOT NULL,
+        PRIMARY KEY (conv, seq, version)) WITHOUT ROWID""",
+)
+# Columns added after the first release; an existing file gets them in place.
+_STATE_COLUMNS = (
+    ("version", "INTEGER NOT NULL DEFAULT 1"),
+    ("state", "TEXT NOT NULL DEFAULT ''"),
+    ("edited_at", "INTEGER NOT NULL DEFAULT 0"),
+    ("reactions", "BLOB"),  # JSON {emoji: [uid, ...]}, NULL when none
+    ("reply_seq", "INTEGER"),  # the message quoted by this one (so a recall can update the quote)
+    ("target", "INTEGER"),  # an operation event: the seq it applies to
+)
+_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS messages_reply ON messages (conv, reply_seq) WHERE reply_seq IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS messages_target ON messages (conv, target) WHERE target IS NOT NULL",
 )
 
-_COLUMNS = "conv, seq, msg_id, sender, cmid, kind, body, ts"
+_COLUMNS = "conv, seq, msg_id, sender, cmid, kind, body, ts, version, state, edited_at, reactions"
 _encode = msgspec.json.Encoder().encode
 _decode_body = msgspec.json.Decoder(dict[str, Any]).decode
+_decode_reactions = msgspec.json.Decoder(dict[str, list[str]]).decode
+_EMPTY = _encode({})
 
 
 def _row_to_message(row: Any) -> Message:
@@ -38,14 +61,23 @@ def _row_to_message(row: Any) -> Message:
         kind=row[5],
         body=_decode_body(row[6]),
         ts=row[7],
+        version=row[8],
+        state=row[9],
+        edited_at=row[10],
+        reactions=_decode_reactions(row[11]) if row[11] else {},
     )
+
+
+def _reply_seq(body: dict[str, Any]) -> int | None:
+    quoted = body.get("reply_to")
+    return quoted.get("seq") if isinstance(quoted, dict) else None
 
 
 def _heads(rows: list[tuple[Any, ...]]) -> Iterable[tuple[str, int, int]]:
     """One head update per conversation of the batch: its largest seq and version."""
     heads: dict[str, tuple[str, int, int]] = {}
     for row in rows:
-        conv, seq, version = row[0], row[1], row[8]
+        conv, seq, version = row[0], row[1], row[10]
         known = heads.get(conv)
         heads[conv] = (conv, max(seq, known[1]), max(version, known[2])) if known else (conv, seq, version)
     return heads.values()
@@ -55,11 +87,18 @@ class SqliteMessageLog:
     def __init__(self, db: SqliteDatabase) -> None:
         self._db = db
         db.migrate(SCHEMA)
+        present = {row[1] for row in db.reader.execute("PRAGMA table_info(messages)").fetchall()}
+        db.migrate(f"ALTER TABLE messages ADD COLUMN {n} {d}" for n, d in _STATE_COLUMNS if n not in present)
+        db.migrate(_INDEXES)
         # Concurrent appends share one executemany per transaction (see RowBatcher).
         self._appends = RowBatcher(
             db,
             (
-                (f"INSERT INTO messages ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)", columns(*range(8))),
+                (
+                    "INSERT INTO messages (conv, seq, msg_id, sender, cmid, kind, body, ts, reply_seq, target)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    columns(*range(10)),
+                ),
                 (
                     "INSERT INTO conv_heads (conv, max_seq, version) VALUES (?,?,?) ON CONFLICT (conv) DO UPDATE"
                     " SET max_seq = max(max_seq, excluded.max_seq), version = max(version, excluded.version)",
@@ -70,9 +109,35 @@ class SqliteMessageLog:
 
     def append(self, message: Message, version: int) -> Awaitable[None]:
         m = message
+        body = m.body
+        reply_seq = _reply_seq(body) if "reply_to" in body else None
         return self._appends.submit(
-            (m.conv, m.seq, int(m.msg_id), m.sender, m.cmid, m.kind, _encode(m.body), m.ts, version)
+            (m.conv, m.seq, int(m.msg_id), m.sender, m.cmid, m.kind, _encode(body), m.ts, reply_seq, None, version)
         )
+
+    def apply(self, event: Message, change: Change, version: int) -> Awaitable[None]:
+        e = event
+        row = (e.conv, e.seq, int(e.msg_id), e.sender, e.cmid, e.kind, _encode(e.body), e.ts, None, change.target)
+        return self._db.write(lambda conn: _apply(conn, row, change, version))
+
+    async def get(self, conv: str, seqs: Sequence[int]) -> list[Message]:
+        wanted = sorted(set(seqs))
+        out: list[Message] = []
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i : i + 500]
+            rows = self._db.fetchall(
+                f"SELECT {_COLUMNS} FROM messages WHERE conv = ? AND seq IN ({','.join('?' * len(chunk))})"
+                " ORDER BY seq",
+                (conv, *chunk),
+            )
+            out.extend(_row_to_message(r) for r in rows)
+        return out
+
+    async def revisions(self, conv: str, seq: int) -> list[Revision]:
+        rows = self._db.fetchall(
+            "SELECT version, body, ts FROM revisions WHERE conv = ? AND seq = ? ORDER BY version", (conv, seq)
+        )
+        return [Revision(version=r[0], body=_decode_body(r[1]), ts=r[2]) for r in rows]
 
     async def max_seq(self, conv: str) -> int:
         row = self._db.fetchone("SELECT max_seq FROM conv_heads WHERE conv = ?", (conv,))
@@ -120,3 +185,83 @@ class SqliteMessageLog:
     async def max_version(self) -> int:
         row = self._db.fetchone("SELECT coalesce(max(version), 0) FROM conv_heads")
         return int(row[0])
+
+
+def _apply(conn: sqlite3.Connection, event: tuple[Any, ...], change: Change, version: int) -> None:
+    """Runs on the writer thread inside its transaction; a savepoint keeps a failed op from leaving half."""
+    conv, target = event[0], change.target
+    conn.execute("SAVEPOINT op")
+    try:
+        row = conn.execute(f"SELECT {_COLUMNS} FROM messages WHERE conv = ? AND seq = ?", (conv, target)).fetchone()
+        if row is None:
+            raise LookupError(f"no message {conv}#{target}")
+        current = _row_to_message(row)
+        content = bool(change.state) or change.body is not None
+        if content and change.version != current.version + 1:
+            raise VersionConflict(current)
+        conn.execute(
+            "INSERT INTO messages (conv, seq, msg_id, sender, cmid, kind, body, ts, reply_seq, target)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?)",
+            event,
+        )
+        conn.execute(
+            "INSERT INTO conv_heads (conv, max_seq, version) VALUES (?,?,?) ON CONFLICT (conv) DO UPDATE"
+            " SET max_seq = max(max_seq, excluded.max_seq), version = max(version, excluded.version)",
+            (conv, event[1], version),
+        )
+        if change.state:
+            _remove_content(conn, current, change)
+        elif change.body is not None:
+            conn.execute(
+                "INSERT OR IGNORE INTO revisions (conv, seq, version, body, ts) VALUES (?,?,?,?,?)",
+                (conv, target, current.version, _encode(current.body), current.edited_at or current.ts),
+            )
+            conn.execute(
+                "UPDATE messages SET body = ?, version = ?, edited_at = ? WHERE conv = ? AND seq = ?",
+                (_encode(change.body), change.version, change.edited_at, conv, target),
+            )
+        elif change.reaction is not None:
+            emoji, uid, added = change.reaction
+            reactions = dict(current.reactions)
+            users = [u for u in reactions.get(emoji, []) if u != uid]
+            if added:
+                users.append(uid)
+            if users:
+                reactions[emoji] = users
+            else:
+                reactions.pop(emoji, None)
+            conn.execute(
+                "UPDATE messages SET reactions = ? WHERE conv = ? AND seq = ?",
+                (_encode(reactions) if reactions else None, conv, target),
+            )
+        conn.execute("RELEASE op")
+    except BaseException:
+        conn.execute("ROLLBACK TO op")
+        conn.execute("RELEASE op")
+        raise
+
+
+def _remove_content(conn: sqlite3.Connection, current: Message, change: Change) -> None:
+    conv, target = current.conv, current.seq
+    conn.execute(
+        "UPDATE messages SET body = ?, state = ?, version = ?, reactions = NULL WHERE conv = ? AND seq = ?",
+        (_EMPTY, change.state, change.version, conv, target),
+    )
+    conn.execute("DELETE FROM revisions WHERE conv = ? AND seq = ?", (conv, target))
+    # Earlier edit events carried text of the message: keep only their references.
+    for seq, body in conn.execute(
+        "SELECT seq, body FROM messages WHERE conv = ? AND target = ? AND kind = 'edit'", (conv, target)
+    ).fetchall():
+        old = _decode_body(body)
+        kept = {k: old[k] for k in ("target", "target_id", "version") if k in old}
+        conn.execute("UPDATE messages SET body = ? WHERE conv = ? AND seq = ?", (_encode(kept), conv, seq))
+    # Replies keep their reference to it, without its text.
+    for seq, body in conn.execute(
+        "SELECT seq, body FROM messages WHERE conv = ? AND reply_seq = ?", (conv, target)
+    ).fetchall():
+        reply = _decode_body(body)
+        quoted = reply.get("reply_to")
+        if isinstance(quoted, dict):
+            reply["reply_to"] = {k: quoted[k] for k in ("seq", "msg_id", "sender", "kind") if k in quoted}
+            reply["reply_to"]["state"] = change.state
+            conn.execute("UPDATE messages SET body = ? WHERE conv = ? AND seq = ?", (_encode(reply), conv, seq))

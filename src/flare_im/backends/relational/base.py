@@ -144,4 +144,14 @@ class MembershipStore(Protocol):
         """Set the delivered seq to ``seq`` if that is larger. True if it moved."""
         ...
 
+    async def hide_messages(self, conv: str, uid: str, seqs: Sequence[int], version: int) -> None:
+        """'Delete for me': hide these seqs of ``conv`` from ``uid`` on all of its devices. Idempotent (a seq
+        already hidden keeps its first version). The member row's version becomes ``version`` (the
+        conversation list changes), in the same transaction."""
+        ...
+
+    async def hidden_messages(self, conv: str, uid: str, *, since: int = 0) -> list[int]:
+        """Seqs of ``conv`` that ``uid`` hid at a version > ``since``, ascending."""
+        ...
+
     async def max_version(self) -> int: ...

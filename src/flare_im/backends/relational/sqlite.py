@@ -27,6 +27,9 @@ SCHEMA = (
     """CREATE TABLE IF NOT EXISTS mentions (
         uid TEXT NOT NULL, conv TEXT NOT NULL, seq INTEGER NOT NULL, sender TEXT NOT NULL,
         PRIMARY KEY (uid, conv, seq)) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS hidden_messages (
+        uid TEXT NOT NULL, conv TEXT NOT NULL, seq INTEGER NOT NULL, version INTEGER NOT NULL,
+        PRIMARY KEY (uid, conv, seq)) WITHOUT ROWID""",
 )
 
 _USER_COLS = "uid, username, display_name, avatar, created_at"
@@ -290,6 +293,22 @@ class SqliteRelational:
 
         moved: bool = await self._db.write(op)
         return moved
+
+    async def hide_messages(self, conv: str, uid: str, seqs: Sequence[int], version: int) -> None:
+        rows = [(uid, conv, seq, version) for seq in seqs]
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.executemany("INSERT OR IGNORE INTO hidden_messages (uid, conv, seq, version) VALUES (?,?,?,?)", rows)
+            conn.execute("UPDATE members SET version = ? WHERE uid = ? AND conv = ?", (version, uid, conv))
+
+        await self._db.write(op)
+
+    async def hidden_messages(self, conv: str, uid: str, *, since: int = 0) -> list[int]:
+        rows = self._db.fetchall(
+            "SELECT seq FROM hidden_messages WHERE uid = ? AND conv = ? AND version > ? ORDER BY seq",
+            (uid, conv, since),
+        )
+        return [r[0] for r in rows]
 
     async def max_version(self) -> int:
         return int(self._db.fetchone("SELECT coalesce(max(version), 0) FROM members")[0])
