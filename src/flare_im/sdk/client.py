@@ -6,7 +6,10 @@ What it does for an application:
   message is stored once however often it is retried;
 - ``messages()`` yields other users' (and this user's other devices') messages once each, in seq order
   per conversation: duplicates are dropped by seq, and a push whose seq is ahead of what this client has
-  triggers a pull of the gap before anything after the gap is yielded.
+  triggers a pull of the gap before anything after the gap is yielded. With ``echo_own`` it yields this
+  device's own messages and operation events too, as stored, in the same order (one ordered stream to
+  render from; ``sdk.state.ConversationView`` applies it);
+- message operations (recall, delete, edit, react, delete for me, forward, reply) retry with the same op id.
 """
 
 from __future__ import annotations
@@ -35,11 +38,14 @@ from flare_im.protocol.frames import (
     ConvSummary,
     Delivered,
     Error,
+    Forward,
+    Hidden,
     Kick,
     Message,
     Messages,
     Msg,
     Ok,
+    Op,
     Ping,
     Pong,
     Presence,
@@ -72,6 +78,7 @@ class _ConvState:
     contiguous: int = 0  # every seq <= this has been seen (yielded, or sent by this client)
     ahead: dict[int, Message | None] = field(default_factory=dict)  # seen seqs > contiguous (None: own)
     pulling: bool = False
+    wanted: int = 0  # pull at least up to this seq (own events, with echo_own)
 
 
 class _Listener(WSListener):
@@ -102,6 +109,7 @@ class FlareClient:
         reconnect: bool = True,
         max_backoff: float = 5.0,
         platform: str = "python",
+        echo_own: bool = False,
     ) -> None:
         self.url = url
         self.token = token
@@ -111,6 +119,7 @@ class FlareClient:
         self.reconnect = reconnect
         self._max_backoff = max_backoff
         self._platform = platform
+        self.echo_own = echo_own
         self._codec = ClientCodec(encoding)
         self._msg_type = WSMsgType.BINARY if encoding.binary else WSMsgType.TEXT
         self._ids = itertools.count(1)
@@ -125,6 +134,7 @@ class FlareClient:
         self._typing: asyncio.Queue[TypingNotice] = asyncio.Queue(maxsize=1000)
         self._presence: asyncio.Queue[Presence] = asyncio.Queue()
         self._settings: asyncio.Queue[ConvSettings] = asyncio.Queue()
+        self._hidden: asyncio.Queue[Hidden] = asyncio.Queue()
         self._convs: dict[str, _ConvState] = {}
         self.user = ""
         self.session = ""
@@ -249,8 +259,25 @@ class FlareClient:
         finally:
             self._pending.pop(req_id, None)
         if isinstance(reply, Error):
-            raise FlareError(ErrorCode(reply.code), reply.message, retryable=reply.retryable)
+            raise FlareError(ErrorCode(reply.code), reply.message, retryable=reply.retryable, detail=reply.detail)
         return reply
+
+    async def _retrying(self, make: Any, attempts: int) -> ServerFrame:
+        """Send the frame ``make()`` builds (same idempotency key each time) until it is answered."""
+        delay = 0.05
+        for attempt in range(attempts):
+            try:
+                return await self._request(make())
+            except (TimeoutError, Disconnected) as exc:
+                if attempt == attempts - 1:
+                    raise
+                log.debug("retry after %r", exc)
+            except FlareError as exc:
+                if not exc.retryable or attempt == attempts - 1:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._max_backoff)
+        raise AssertionError("unreachable")
 
     async def send(
         self,
@@ -266,25 +293,96 @@ class FlareClient:
         message id on timeouts, disconnects and retryable errors."""
         if body is None:
             body = {"text": text or ""}
-        cmid = cmid or uuid.uuid4().hex
-        delay = 0.05
-        for attempt in range(attempts):
-            try:
-                reply = await self._request(Send(id=next(self._ids), conv=conv, cmid=cmid, body=body, kind=kind))
-            except (TimeoutError, Disconnected) as exc:
-                if attempt == attempts - 1:
-                    raise
-                log.debug("send %s retry after %r", cmid, exc)
-            except FlareError as exc:
-                if not exc.retryable or attempt == attempts - 1:
-                    raise
-            else:
-                assert isinstance(reply, Ack)
-                self._seen(conv, reply.seq, None)
-                return reply
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self._max_backoff)
-        raise AssertionError("unreachable")
+        key = cmid or uuid.uuid4().hex
+        reply = await self._retrying(
+            lambda: Send(id=next(self._ids), conv=conv, cmid=key, body=body, kind=kind), attempts
+        )
+        assert isinstance(reply, Ack)
+        self._own(conv, reply.seq)
+        return reply
+
+    async def reply(self, conv: str, seq: int, text: str, **kwargs: Any) -> Ack:
+        """Send a text quoting message ``seq`` (the server attaches a snapshot of it)."""
+        return await self.send(conv, body={"text": text, "reply_to": {"seq": seq}}, **kwargs)
+
+    async def operate(
+        self,
+        conv: str,
+        seq: int,
+        op: str,
+        *,
+        body: dict[str, Any] | None = None,
+        base_version: int | None = None,
+        emoji: str | None = None,
+        opid: str | None = None,
+        attempts: int = 8,
+    ) -> Ack:
+        """Apply ``op`` (recall, delete, edit, react, unreact) to message ``seq``; a retry reuses the op
+        id, so the op applies once. Errors: 403, 404, 409 (``detail`` has the current version), 410."""
+        key = opid or uuid.uuid4().hex
+        reply = await self._retrying(
+            lambda: Op(
+                id=next(self._ids),
+                conv=conv,
+                op=op,  # type: ignore[arg-type]
+                target=seq,
+                opid=key,
+                body=body,
+                base_version=base_version,
+                emoji=emoji,
+            ),
+            attempts,
+        )
+        assert isinstance(reply, Ack)
+        self._own(conv, reply.seq)
+        return reply
+
+    async def recall(self, conv: str, seq: int, **kwargs: Any) -> Ack:
+        return await self.operate(conv, seq, "recall", **kwargs)
+
+    async def delete(self, conv: str, seq: int, **kwargs: Any) -> Ack:
+        """Delete for everyone (same rules as recall)."""
+        return await self.operate(conv, seq, "delete", **kwargs)
+
+    async def edit(self, conv: str, seq: int, text: str, base_version: int, **kwargs: Any) -> Ack:
+        return await self.operate(conv, seq, "edit", body={"text": text}, base_version=base_version, **kwargs)
+
+    async def react(self, conv: str, seq: int, emoji: str, *, remove: bool = False, **kwargs: Any) -> Ack:
+        return await self.operate(conv, seq, "unreact" if remove else "react", emoji=emoji, **kwargs)
+
+    async def delete_for_me(self, conv: str, seq: int) -> Hidden:
+        """Hide message ``seq`` from this user on all of its devices."""
+        opid = uuid.uuid4().hex
+        reply = await self._retrying(
+            lambda: Op(id=next(self._ids), conv=conv, op="delete_for_me", target=seq, opid=opid), 8
+        )
+        assert isinstance(reply, Hidden)
+        return reply
+
+    async def forward(self, conv: str, seqs: list[int], to: str, *, title: str = "", cmid: str | None = None) -> Ack:
+        """Copy messages of ``conv`` into ``to``: one as it is, several merged into one message."""
+        key = cmid or uuid.uuid4().hex
+        reply = await self._retrying(
+            lambda: Forward(id=next(self._ids), conv=conv, seqs=seqs, to=to, cmid=key, title=title), 8
+        )
+        assert isinstance(reply, Ack)
+        self._own(reply.conv, reply.seq)
+        return reply
+
+    async def next_hidden(self, timeout: float = 10.0) -> Hidden:
+        """Messages this user deleted for itself on another device (pushed, or found by a sync)."""
+        return await asyncio.wait_for(self._hidden.get(), timeout)
+
+    def _own(self, conv: str, seq: int) -> None:
+        """This device stored event ``seq``: skip it in the stream, or (echo_own) pull it into the stream."""
+        if not self.echo_own:
+            self._seen(conv, seq, None)
+            return
+        state = self._convs.setdefault(conv, _ConvState())
+        state.wanted = max(state.wanted, seq)
+        if seq > state.contiguous and not state.pulling:
+            state.pulling = True
+            self._spawn(self._fill(conv))
 
     async def read(self, conv: str, seq: int) -> None:
         reply = await self._request(Read(id=next(self._ids), conv=conv, seq=seq))
@@ -354,6 +452,9 @@ class FlareClient:
             reply = await self._request(Sync(id=next(self._ids), since=version, limit=page, recent=recent))
             assert isinstance(reply, Convs)
             out += reply.items
+            for item in reply.items:
+                if item.hidden_seqs:
+                    self._hidden.put_nowait(Hidden(conv=item.conv, seqs=item.hidden_seqs, version=item.version))
             version = max(version, reply.version)
             if not reply.more:
                 break
@@ -429,6 +530,8 @@ class FlareClient:
             self._receipts.put_nowait(frame)
         elif isinstance(frame, ConvSettings) and frame.id is None:
             self._settings.put_nowait(frame)
+        elif isinstance(frame, Hidden) and frame.id is None:
+            self._hidden.put_nowait(frame)
         elif isinstance(frame, Presence):
             self._presence.put_nowait(frame)
         elif isinstance(frame, TypingNotice):
@@ -468,14 +571,21 @@ class FlareClient:
         state.pulling = True
         try:
             while True:
-                reply = await self.pull(conv, after=state.contiguous, limit=200)
+                try:
+                    reply = await self.pull(conv, after=state.contiguous, limit=200)
+                except FlareError as exc:
+                    if exc.code != ErrorCode.GONE or not exc.detail:
+                        raise
+                    # History below min_seq is gone for this user (cleared elsewhere): resume from there.
+                    state.contiguous = max(state.contiguous, int(exc.detail["min_seq"]) - 1)
+                    continue
                 if reply.items and reply.items[0].seq > state.contiguous + 1:
                     state.contiguous = reply.items[0].seq - 1  # below min_seq: not readable by this user
                 for m in reply.items:
                     if m.seq > state.contiguous and m.seq not in state.ahead:
                         state.ahead[m.seq] = m
                 self._advance(state)
-                if not reply.items or (not reply.more and not state.ahead):
+                if not reply.items or (not reply.more and not state.ahead and state.contiguous >= state.wanted):
                     return
         finally:
             state.pulling = False

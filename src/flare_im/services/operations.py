@@ -21,7 +21,7 @@ from flare_im.ids import VersionClock, now_ms
 from flare_im.protocol.errors import ErrorCode, FlareError, forbidden, invalid
 from flare_im.protocol.frames import Hidden, Message
 from flare_im.services.conversations import GROUP, ConversationService, parse_conv
-from flare_im.services.message_kinds import MERGED, SERVER_KEYS, check_size, is_content, validate_body
+from flare_im.services.message_kinds import MERGED, OP_KINDS, SERVER_KEYS, check_size, is_content, validate_body
 from flare_im.services.router import Fanout, MessageRouter, edit_conflict
 
 RECALL, DELETE, EDIT, REACT, UNREACT, DELETE_FOR_ME = "recall", "delete", "edit", "react", "unreact", "delete_for_me"
@@ -114,7 +114,8 @@ class MessageOperations:
         """Delete for me: hide messages from this user on all of its devices (no event in the log)."""
         member = await self._conversations.member_for_read(uid, conv)
         floor = max(member.join_seq, member.cleared_seq)
-        found = {m.seq for m in await self._log.get(conv, [s for s in seqs if s > floor])}
+        # Operation events stay visible: a device replaying the log needs them to update their targets.
+        found = {m.seq for m in await self._log.get(conv, [s for s in seqs if s > floor]) if m.kind not in OP_KINDS}
         missing = [s for s in seqs if s not in found]
         if missing:
             raise FlareError(ErrorCode.NOT_FOUND, f"no message {missing[0]} this user can read in {conv}")
@@ -201,7 +202,7 @@ class MessageOperations:
                 raise invalid(f"body.{key} cannot be edited")
         validate_body("text", body, self._max_body_bytes)
         kept = {k: message.body[k] for k in _QUOTE_KEYS if k in message.body}
-        return Change(target=message.seq, version=message.version + 1, body={**body, **kept}, edited_at=now_ms())
+        return Change(target=message.seq, version=message.version + 1, body={**body, **kept})
 
     @asynccontextmanager
     async def _conversation_lock(self, conv: str) -> AsyncIterator[None]:

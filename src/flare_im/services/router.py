@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import uuid
 from collections.abc import Awaitable, Coroutine, Iterable
@@ -190,6 +191,8 @@ class MessageRouter:
             if change is None:
                 appended = self._log.append(message, version)
             else:
+                if change.body is not None:  # an edit is dated by its event, so clients can replay it
+                    change = dataclasses.replace(change, edited_at=message.ts)
                 appended = self._log.apply(message, change, version)
             # The sender has read its own message: queued right behind the append (the same commit, as a
             # rule) and awaited, so the sender's list is right as soon as it has the ack.
