@@ -223,21 +223,27 @@ class RowBatcher:
         self._db = db
         self._statements = list(statements)
         self._lock = threading.Lock()
-        self._rows: list[tuple[Any, ...]] = []
-        self._pending: asyncio.Future[Any] | None = None
+        self._open: tuple[asyncio.Future[Any], list[tuple[Any, ...]]] | None = None  # the batch rows join
 
     def add(self, row: tuple[Any, ...]) -> tuple[asyncio.Future[Any], int]:
         with self._lock:
-            rows = self._rows
-            rows.append(row)
-            if self._pending is None:
-                self._pending = self._db.write(self._flush)
-            return self._pending, len(rows) - 1
+            batch = self._open
+            if batch is None:
+                rows: list[tuple[Any, ...]] = []
+                batch = self._open = (self._db.write(lambda conn: self._flush(conn, rows)), rows)
+            batch[1].append(row)
+            return batch[0], len(batch[1]) - 1
 
-    def _flush(self, conn: sqlite3.Connection) -> list[BaseException | None] | None:
+    def seal(self) -> None:
+        """Close the open batch: rows added from now on are written after writes queued from now on
+        (keeps call order between this batcher's rows and another write)."""
         with self._lock:
-            rows, self._rows = self._rows, []
-            self._pending = None
+            self._open = None
+
+    def _flush(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[BaseException | None] | None:
+        with self._lock:
+            if self._open is not None and self._open[1] is rows:
+                self._open = None
         conn.execute("SAVEPOINT row_batch")
         try:
             for sql, params in self._statements:

@@ -78,13 +78,28 @@ class ConversationView:
         """The content of a recalled message goes from everything that carried it: edit events of it
         keep their references only; quotes of it keep who/what, not the text."""
         for seq, m in list(conv.items()):
+            if m.state == "hidden":
+                continue
             if m.kind == "edit" and m.body.get("target") == target:
                 conv[seq] = _replace(m, body={k: m.body[k] for k in ("target", "target_id", "version") if k in m.body})
-            quoted = m.body.get("reply_to")
-            if isinstance(quoted, dict) and quoted.get("seq") == target and m.state != "hidden":
-                kept: dict[str, Any] = {k: quoted[k] for k in ("seq", "msg_id", "sender", "kind") if k in quoted}
-                conv[seq] = _replace(m, body={**m.body, "reply_to": {**kept, "state": state}})
+            elif m.kind == "edit" and isinstance(m.body.get("body"), dict):
+                edited = _unquote(m.body["body"], target, state)  # an edit of a reply to it
+                if edited is not None:
+                    conv[seq] = _replace(m, body={**m.body, "body": edited})
+            else:
+                body = _unquote(m.body, target, state)
+                if body is not None:
+                    conv[seq] = _replace(m, body=body)
+
+
+def _unquote(body: dict[str, Any], target: int, state: str) -> dict[str, Any] | None:
+    """``body`` with its quote of ``target`` reduced to references plus ``state``; None if it quotes none."""
+    quoted = body.get("reply_to")
+    if not isinstance(quoted, dict) or quoted.get("seq") != target:
+        return None
+    kept: dict[str, Any] = {k: quoted[k] for k in ("seq", "msg_id", "sender", "kind") if k in quoted}
+    return {**body, "reply_to": {**kept, "state": state}}
 
 
 def _hidden(m: Message) -> Message:
-    return _replace(m, body={}, state="hidden", reactions={})
+    return _replace(m, body={}, state="hidden", reactions={}, version=1, edited_at=0)

@@ -182,14 +182,18 @@ class SyncService:
         return MessagePage(conv=conv, items=items, max_seq=max_seq, min_seq=floor + 1, more=more)
 
     async def _hide(self, uid: str, conv: str, items: list[Message]) -> list[Message]:
-        """Messages the user deleted for itself stay in the page (seqs stay gapless) without content."""
+        """Messages the user deleted for itself stay in the page (seqs stay gapless) as tombstones that
+        later operations on them no longer change."""
         if not items:
             return items
         hidden = set(await self._memberships.hidden_messages(conv, uid))
         if not hidden:
             return items
         return [
-            msgspec.structs.replace(m, body={}, state="hidden", reactions={}) if m.seq in hidden else m for m in items
+            msgspec.structs.replace(m, body={}, state="hidden", reactions={}, version=1, edited_at=0)
+            if m.seq in hidden
+            else m
+            for m in items
         ]
 
     async def mark_read(self, uid: str, device: str, conv: str, seq: int) -> bool:

@@ -118,6 +118,7 @@ class SqliteMessageLog:
     def apply(self, event: Message, change: Change, version: int) -> Awaitable[None]:
         e = event
         row = (e.conv, e.seq, int(e.msg_id), e.sender, e.cmid, e.kind, _encode(e.body), e.ts, None, change.target)
+        self._appends.seal()  # appends called before this one commit before it, later ones after
         return self._db.write(lambda conn: _apply(conn, row, change, version))
 
     async def get(self, conv: str, seqs: Sequence[int]) -> list[Message]:
@@ -255,13 +256,34 @@ def _remove_content(conn: sqlite3.Connection, current: Message, change: Change) 
         old = _decode_body(body)
         kept = {k: old[k] for k in ("target", "target_id", "version") if k in old}
         conn.execute("UPDATE messages SET body = ? WHERE conv = ? AND seq = ?", (_encode(kept), conv, seq))
-    # Replies keep their reference to it, without its text.
-    for seq, body in conn.execute(
-        "SELECT seq, body FROM messages WHERE conv = ? AND reply_seq = ?", (conv, target)
-    ).fetchall():
-        reply = _decode_body(body)
-        quoted = reply.get("reply_to")
-        if isinstance(quoted, dict):
-            reply["reply_to"] = {k: quoted[k] for k in ("seq", "msg_id", "sender", "kind") if k in quoted}
-            reply["reply_to"]["state"] = change.state
-            conn.execute("UPDATE messages SET body = ? WHERE conv = ? AND seq = ?", (_encode(reply), conv, seq))
+    # Replies keep their reference to it, without its text: in their current body, their earlier versions
+    # and the edit events that carried those versions.
+    replies = [r[0] for r in conn.execute("SELECT seq FROM messages WHERE conv = ? AND reply_seq = ?", (conv, target))]
+    for reply in replies:
+        rows = conn.execute(
+            "SELECT 'm', seq, 0, body FROM messages WHERE conv = ? AND (seq = ? OR (target = ? AND kind = 'edit'))"
+            " UNION ALL SELECT 'r', seq, version, body FROM revisions WHERE conv = ? AND seq = ?",
+            (conv, reply, reply, conv, reply),
+        ).fetchall()
+        for where, seq, version, raw in rows:
+            body = _decode_body(raw)
+            holder = body if seq == reply or where == "r" else body.get("body")
+            if not isinstance(holder, dict) or not _unquote(holder, target, change.state):
+                continue
+            if where == "m":
+                conn.execute("UPDATE messages SET body = ? WHERE conv = ? AND seq = ?", (_encode(body), conv, seq))
+            else:
+                conn.execute(
+                    "UPDATE revisions SET body = ? WHERE conv = ? AND seq = ? AND version = ?",
+                    (_encode(body), conv, seq, version),
+                )
+
+
+def _unquote(body: dict[str, Any], target: int, state: str) -> bool:
+    """Reduce ``body``'s quote of ``target`` to its references plus ``state``; False if it quotes none."""
+    quoted = body.get("reply_to")
+    if not isinstance(quoted, dict) or quoted.get("seq") != target:
+        return False
+    body["reply_to"] = {k: quoted[k] for k in ("seq", "msg_id", "sender", "kind") if k in quoted}
+    body["reply_to"]["state"] = state
+    return True
