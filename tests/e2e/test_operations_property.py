@@ -38,13 +38,17 @@ class Device:
     client: FlareClient
     view: ConversationView = field(default_factory=ConversationView)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
 
     def start(self) -> None:
         self.tasks = [asyncio.ensure_future(self._messages()), asyncio.ensure_future(self._hidden())]
 
     async def _messages(self) -> None:
         async for message in self.client.messages():
-            self.view.apply(message)
+            try:
+                self.view.apply(message)
+            except Exception as exc:  # reported by the test, not lost with the task
+                self.errors.append(f"{message}: {exc!r}")
 
     async def _hidden(self) -> None:
         while True:
@@ -122,7 +126,8 @@ class World:
         try:
             await self.step(device)
         except FlareError as exc:
-            assert exc.code in EXPECTED, f"{device.name}: unexpected error {exc!r}"
+            if exc.code not in EXPECTED:
+                pytest.fail(f"{device.name}: unexpected error {exc!r}")
             self.outcomes[f"refused {exc.code.value}"] = self.outcomes.get(f"refused {exc.code.value}", 0) + 1
         except (Disconnected, TimeoutError):
             self.outcomes["interrupted"] = self.outcomes.get("interrupted", 0) + 1
@@ -131,6 +136,7 @@ class World:
 async def _converged(device: Device, conv: str) -> None:
     """Wait until the device's copy reaches the server's max seq for its user, then compare."""
     client = device.client
+    assert not device.errors, device.errors
     server = await client.history(conv)
     for _ in range(200):
         held = device.view.history(conv)

@@ -78,7 +78,7 @@ class _ConvState:
     contiguous: int = 0  # every seq <= this has been seen (yielded, or sent by this client)
     ahead: dict[int, Message | None] = field(default_factory=dict)  # seen seqs > contiguous (None: own)
     pulling: bool = False
-    wanted: int = 0  # pull at least up to this seq (own events, with echo_own)
+    wanted: int = 0  # pull at least up to this seq (known to exist: own events, the sync's max seq)
 
 
 class _Listener(WSListener):
@@ -232,7 +232,9 @@ class FlareClient:
                 await self.catch_up()
             except Exception as exc:
                 log.debug("catch-up after reconnect failed: %r", exc)
-            return
+            if self.connected:
+                return
+            delay = 0.05  # dropped again during the catch-up (this task was still running): go again
 
     def _fail_pending(self) -> None:
         pending, self._pending = self._pending, {}
@@ -494,10 +496,13 @@ class FlareClient:
         changed = await self.sync()
         for summary in changed:
             state = self._convs.setdefault(summary.conv, _ConvState())
-            if summary.left:
-                continue
-            if summary.max_seq > state.contiguous:
-                await self._fill(summary.conv)
+            if not summary.left:
+                state.wanted = max(state.wanted, summary.max_seq)
+        # Also conversations an earlier catch-up or gap pull did not finish (e.g. cut by a disconnect):
+        # the sync above no longer lists them, but this client knows it is behind.
+        for conv, state in list(self._convs.items()):
+            if state.wanted > state.contiguous or state.ahead:
+                await self._fill(conv)
         return changed
 
     def local_max_seq(self, conv: str) -> int:

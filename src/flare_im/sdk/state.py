@@ -33,16 +33,23 @@ class ConversationView:
         target_seq = event.body.get("target")
         if not isinstance(target_seq, int) or event.kind not in ("recall", "delete", "edit", "react", "unreact"):
             return
+        if event.kind in _STATE:
+            # Whatever this device holds of the target (even when the target itself is not shown here)
+            # loses its content; scrubbing twice changes nothing.
+            self._scrub(conv, target_seq, _STATE[event.kind])
         target = conv.get(target_seq)
         if target is None or target.state in GONE or target.state == "hidden":
             return  # not held (below this user's floor), gone, or deleted for me: nothing to show changes
         version = event.body.get("version", target.version)
         if event.kind in _STATE:
             if version > target.version:
-                conv[target_seq] = _replace(target, body={}, state=_STATE[event.kind], reactions={}, version=version)
-                self._scrub(conv, target_seq, _STATE[event.kind])
+                conv[target_seq] = _replace(
+                    target, body={}, state=_STATE[event.kind], reactions={}, version=version, edited_at=0
+                )
         elif event.kind == "edit":
-            if version > target.version:
+            # An edit event without its body was pulled after a recall of the target that this device has
+            # not reached yet: the recall, later in the stream, removes the content anyway.
+            if version > target.version and "body" in event.body:
                 conv[target_seq] = _replace(target, body=event.body["body"], version=version, edited_at=event.ts)
         else:
             emoji = event.body["emoji"]

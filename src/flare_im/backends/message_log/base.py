@@ -63,7 +63,7 @@ class MessageLog(Protocol):
         Content changes (``state`` or ``body``) require ``change.version`` == the target's version + 1,
         otherwise the awaitable raises VersionConflict (with the target as stored) and nothing is written;
         a missing target raises LookupError. A recall/delete leaves a marker: the target's body becomes {},
-        its reactions and revisions are dropped, the bodies of earlier edit events of it are reduced to
+        its edited_at 0, its reactions and revisions are dropped, the bodies of earlier edit events of it are reduced to
         their references, and quote snapshots of it in replies lose their text and take the state."""
         ...
 

@@ -245,7 +245,8 @@ def _apply(conn: sqlite3.Connection, event: tuple[Any, ...], change: Change, ver
 def _remove_content(conn: sqlite3.Connection, current: Message, change: Change) -> None:
     conv, target = current.conv, current.seq
     conn.execute(
-        "UPDATE messages SET body = ?, state = ?, version = ?, reactions = NULL WHERE conv = ? AND seq = ?",
+        "UPDATE messages SET body = ?, state = ?, version = ?, reactions = NULL, edited_at = 0"
+        " WHERE conv = ? AND seq = ?",
         (_EMPTY, change.state, change.version, conv, target),
     )
     conn.execute("DELETE FROM revisions WHERE conv = ? AND seq = ?", (conv, target))
