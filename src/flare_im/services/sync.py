@@ -138,6 +138,8 @@ class SyncService:
             if not m.left:
                 hidden = await self._memberships.hidden_messages(m.conv, uid, since=since)
                 summary.hidden_seqs = [seq for seq in hidden if seq > floor]
+                if summary.last is not None:
+                    [summary.last] = await self._hide(uid, m.conv, [summary.last])
             if recent and not m.left and max_seq > floor:
                 newest = await self._log.range(m.conv, after=floor, before=max_seq + 1, limit=recent, newest=True)
                 summary.recent = await self._hide(uid, m.conv, newest)
@@ -163,7 +165,7 @@ class SyncService:
             raise out_of_range(f"before={before} is beyond the conversation's max seq {max_seq} + 1")
         if after is not None and before is not None and after >= before:
             raise invalid("after must be smaller than before")
-        if (after is not None and 0 < after < floor) or (before is not None and before <= floor):
+        if floor and ((after is not None and 0 < after < floor) or (before is not None and before <= floor)):
             # The client holds messages this user can no longer read (history cleared, or rejoined): a
             # silent page from the floor would hide that. It resyncs from min_seq.
             raise FlareError(
