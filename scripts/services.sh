@@ -45,6 +45,18 @@ wait_until() {
   done
 }
 
+# Like wait_until, but gives up at once when our process NAME (pid file, PATTERN) has exited: a port taken
+# by something else, or a bad config, then fails in a second rather than after READY_TIMEOUT.
+wait_for_own() {
+  local name=$1 pattern=$2 deadline=$((SECONDS + READY_TIMEOUT))
+  shift 2
+  until "$@" >/dev/null 2>&1; do
+    own_pid "$name" "$pattern" >/dev/null || return 2
+    ((SECONDS < deadline)) || return 1
+    sleep 0.1
+  done
+}
+
 tcp_open() { timeout 1 bash -c ": </dev/tcp/127.0.0.1/$1" 2>/dev/null; }
 
 # A subshell, so that a refused connection ends only the check.
@@ -70,7 +82,7 @@ own_pid() {
   [[ -f $pid_file ]] || return 1
   pid=$(<"$pid_file")
   [[ $pid =~ ^[0-9]+$ ]] && alive "$pid" || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$2" || return 1
+  tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q -- "$2" || return 1
   echo "$pid"
 }
 
@@ -99,7 +111,8 @@ ensure_packages() {
 
 start_redis() {
   if ! redis_ping; then
-    command -v redis-server >/dev/null || fail redis "nothing answers on 127.0.0.1:$REDIS_PORT and redis-server is not installed"
+    command -v redis-server >/dev/null ||
+      fail redis "nothing answers on 127.0.0.1:$REDIS_PORT and redis-server is not installed"
     # The machine kind's own start command (python-svc): no persistence.
     mkdir -p /var/lib/redis /var/log/redis
     redis-server --daemonize yes --bind 127.0.0.1 -::1 --port "$REDIS_PORT" --save "" --appendonly no \
@@ -111,7 +124,8 @@ start_redis() {
 
 start_postgres() {
   if ! postgres_ready; then
-    command -v pg_ctlcluster >/dev/null || fail postgres "nothing answers on 127.0.0.1:$POSTGRES_PORT and PostgreSQL is not installed"
+    command -v pg_ctlcluster >/dev/null ||
+      fail postgres "nothing answers on 127.0.0.1:$POSTGRES_PORT and PostgreSQL is not installed"
     local version
     version=$(ls /etc/postgresql)
     pg_ctlcluster --skip-systemctl-redirect "$version" main start ||
@@ -148,7 +162,10 @@ start_kafka() {
     --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
     --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
     --storage-engine memory://tansu/
-  wait_until tcp_open "$KAFKA_PORT" || fail kafka "tansu did not listen on 127.0.0.1:$KAFKA_PORT, see .services/tansu.log"
+  if ! wait_for_own tansu tansu tcp_open "$KAFKA_PORT"; then
+    tail -n 5 "$STATE/tansu.log" >&2 || true
+    fail kafka "tansu did not listen on 127.0.0.1:$KAFKA_PORT (exited or timed out), see .services/tansu.log"
+  fi
   say kafka "ok    127.0.0.1:$KAFKA_PORT (tansu started, log: .services/tansu.log)"
 }
 
@@ -199,8 +216,9 @@ EOF
 }
 
 start_clickhouse() {
+  local where="http://127.0.0.1:$CLICKHOUSE_HTTP_PORT native 127.0.0.1:$CLICKHOUSE_TCP_PORT"
   if own_pid clickhouse clickhouse >/dev/null && clickhouse_ping; then
-    say clickhouse "ok    http://127.0.0.1:$CLICKHOUSE_HTTP_PORT native 127.0.0.1:$CLICKHOUSE_TCP_PORT (already running)"
+    say clickhouse "ok    $where (already running)"
     return
   fi
   if clickhouse_ping; then
@@ -212,11 +230,11 @@ start_clickhouse() {
     launch clickhouse clickhouse-server --config-file="$STATE/clickhouse/config.xml"
   fi
   # 18.16 loads its system tables before it opens the HTTP port: a cold start takes a second or two.
-  if ! wait_until clickhouse_ping; then
-    tail -n 5 "$STATE/clickhouse/log/clickhouse-server.err.log" "$STATE/clickhouse.log" 2>/dev/null >&2 || true
-    fail clickhouse "no Ok. from http://127.0.0.1:$CLICKHOUSE_HTTP_PORT/ping, see .services/clickhouse/log/"
+  if ! wait_for_own clickhouse clickhouse clickhouse_ping; then
+    tail -n 5 "$STATE/clickhouse/log/clickhouse-server.err.log" "$STATE/clickhouse.log" >&2 2>/dev/null || true
+    fail clickhouse "no Ok. from http://127.0.0.1:$CLICKHOUSE_HTTP_PORT/ping (exited or timed out), see .services/"
   fi
-  say clickhouse "ok    http://127.0.0.1:$CLICKHOUSE_HTTP_PORT native 127.0.0.1:$CLICKHOUSE_TCP_PORT (log: .services/clickhouse/log/)"
+  say clickhouse "ok    $where (log: .services/clickhouse/log/)"
 }
 
 haproxy_version() { "$HAPROXY" -v 2>/dev/null | head -n 1; }
