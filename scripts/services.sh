@@ -28,6 +28,7 @@ KAFKA_PORT=19092
 CLICKHOUSE_HTTP_PORT=18123
 CLICKHOUSE_TCP_PORT=19000
 HAPROXY=/usr/sbin/haproxy
+CLICKHOUSE_SERVER=/usr/sbin/clickhouse-server  # absolute: /usr/sbin may be missing from PATH
 APT_PACKAGES=(clickhouse-server haproxy)
 
 say() { printf '%-11s %s\n' "$1" "$2"; }
@@ -97,7 +98,7 @@ launch() {
 
 ensure_packages() {
   local missing=() sudo=()
-  command -v clickhouse-server >/dev/null || missing+=(clickhouse-server)
+  [[ -x $CLICKHOUSE_SERVER ]] || missing+=(clickhouse-server)
   [[ -x $HAPROXY ]] || missing+=(haproxy)
   ((${#missing[@]})) || return 0
   ((EUID == 0)) || sudo=(sudo)
@@ -227,7 +228,7 @@ start_clickhouse() {
   fi
   if ! own_pid clickhouse clickhouse >/dev/null; then
     write_clickhouse_config
-    launch clickhouse clickhouse-server --config-file="$STATE/clickhouse/config.xml"
+    launch clickhouse "$CLICKHOUSE_SERVER" --config-file="$STATE/clickhouse/config.xml"
   fi
   # 18.16 loads its system tables before it opens the HTTP port: a cold start takes a second or two.
   if ! wait_for_own clickhouse clickhouse clickhouse_ping; then
