@@ -155,3 +155,7 @@ class MembershipStore(Protocol):
         ...
 
     async def max_version(self) -> int: ...
+
+
+class RelationalStore(UserStore, GroupStore, MembershipStore, Protocol):
+    """One adapter implementing all three (what the composition root builds)."""
