@@ -8,14 +8,15 @@ import gc
 import logging
 import signal
 import socket
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
 
 from flare_im.api.http import ApiContext, build_api
 from flare_im.backends.message_log.sqlite import SqliteMessageLog
+from flare_im.backends.relational.base import RelationalStore
 from flare_im.backends.relational.sqlite import SqliteRelational
 from flare_im.backends.sequencer.memory import MemorySequencer
 from flare_im.backends.sqlite_db import SqliteConfig, SqliteDatabase, parse_sqlite_url
@@ -51,27 +52,34 @@ class Node:
     gateway: GatewayContext
     api: ApiContext
     router: MessageRouter
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # other backends' close()
+
+    async def close(self) -> None:
+        """Close every backend (queued writes are flushed first)."""
+        for db in self.databases:
+            await db.close()
+        for close in self.closers:
+            await close()
 
 
 async def build_node(settings: Settings) -> Node:
     data_dir = Path(settings.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     databases: dict[str, SqliteDatabase] = {}
+    closers: list[Callable[[], Awaitable[None]]] = []
 
     def sqlite(url: str) -> SqliteDatabase:
         path = parse_sqlite_url(url)
         if path not in databases:
-            db = SqliteDatabase(SqliteConfig(path=path, synchronous=settings.sqlite_synchronous.upper()))
-            db.start()
-            databases[path] = db
+            databases[path] = SqliteDatabase(SqliteConfig(path=path, synchronous=settings.sqlite_synchronous.upper()))
         return databases[path]
 
-    if not settings.effective_database_url.startswith("sqlite://"):
-        raise ValueError(f"unsupported database_url {settings.effective_database_url!r} (sqlite:// only so far)")
     if not settings.effective_message_store_url.startswith("sqlite://"):
         raise ValueError(f"unsupported message_store_url {settings.effective_message_store_url!r}")
-    relational = SqliteRelational(sqlite(settings.effective_database_url))
+    relational = await open_relational(settings.effective_database_url, sqlite, closers)
     message_log = SqliteMessageLog(sqlite(settings.effective_message_store_url))
+    for db in databases.values():  # after the adapters migrated their schemas on the writer connection
+        db.start()
 
     idempotency = IdempotencyCache(window_s=settings.idempotency_window_s, max_entries=settings.idempotency_cache_size)
     preload_limit = 2_000_000
@@ -152,7 +160,23 @@ async def build_node(settings: Settings) -> Node:
         operations=operations,
         ws_urls=[settings.ws_url],
     )
-    return Node(settings, list(databases.values()), hub, gateway, api, router)
+    return Node(settings, list(databases.values()), hub, gateway, api, router, closers)
+
+
+async def open_relational(
+    url: str, sqlite: Callable[[str], SqliteDatabase], closers: list[Callable[[], Awaitable[None]]]
+) -> RelationalStore:
+    """The relational adapter ``url`` names. The embedded SQLite database migrates itself; a PostgreSQL
+    database whose schema is behind is refused (SchemaError: run ``flare migrate``)."""
+    if url.startswith("sqlite://"):
+        return SqliteRelational(sqlite(url))
+    if url.startswith(("postgresql://", "postgres://")):
+        from flare_im.backends.relational.postgres import PostgresConfig, PostgresRelational
+
+        store = await PostgresRelational.open(PostgresConfig(url=url))
+        closers.append(store.close)
+        return store
+    raise ValueError(f"unsupported database_url {url!r} (sqlite://, postgresql://)")
 
 
 def tune_gc(threshold: int) -> None:
@@ -239,7 +263,6 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> in
     told = node.hub.kick_all(CloseCode.SERVER_RESTART, "server restarting", retry_after_ms=1000)
     api_server.should_exit = True
     await api_task
-    for db in node.databases:
-        await db.close()
+    await node.close()
     log.info("stopped (%d clients told to reconnect)", told)
     return 0

@@ -21,6 +21,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", help="where embedded data lives (FLARE_DATA_DIR, default ./flare-data)")
     serve.add_argument("--node-id", type=int, help="0..1023, unique per node (FLARE_NODE_ID, default 0)")
     serve.add_argument("--log-level", help="DEBUG, INFO, WARNING (FLARE_LOG_LEVEL, default INFO)")
+    migrate = sub.add_parser("migrate", help="apply pending schema migrations to the database (database_url)")
+    migrate.add_argument("--data-dir", help="where embedded data lives (FLARE_DATA_DIR, default ./flare-data)")
+    migrate.add_argument("--status", action="store_true", help="list applied and pending migrations, change nothing")
     from flare_im.benchmark.cli import add_parser
 
     add_parser(sub)
@@ -45,17 +48,38 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         raise_fd_limit()
         from flare_im.app import serve
+        from flare_im.backends.migrations import SchemaError
 
         try:
-            import uvloop
-        except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
-            return asyncio.run(serve(settings))
-        return uvloop.run(serve(settings))
+            try:
+                import uvloop
+            except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
+                return asyncio.run(serve(settings))
+            return uvloop.run(serve(settings))
+        except SchemaError as exc:
+            print(f"flare: {exc}", file=sys.stderr)
+            return 1
+    if args.command == "migrate":
+        return _migrate(args.data_dir, status=args.status)
     if args.command == "bench":
         from flare_im.benchmark.cli import run
 
         return run(args)
     return 2
+
+
+def _migrate(data_dir: str | None, *, status: bool) -> int:
+    from flare_im.backends.migrations import SchemaError
+    from flare_im.migrate import MigrateError, migrate, report
+
+    try:
+        settings = Settings.load({"data_dir": data_dir})
+        states = asyncio.run(migrate(settings, apply=not status))
+    except (ValueError, SchemaError, MigrateError) as exc:
+        print(f"flare: {exc}", file=sys.stderr)
+        return 1
+    report(states, status=status, write=print)
+    return 0
 
 
 if __name__ == "__main__":

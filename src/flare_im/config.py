@@ -57,7 +57,11 @@ class Settings:
 
     @property
     def effective_message_store_url(self) -> str:
-        return self.message_store_url or self.effective_database_url
+        """The message log shares the embedded database file unless the relational data lives elsewhere."""
+        if self.message_store_url:
+            return self.message_store_url
+        database_url = self.effective_database_url
+        return database_url if database_url.startswith("sqlite://") else f"sqlite:///{self.sqlite_path}"
 
     @property
     def ws_url(self) -> str:

@@ -13,6 +13,7 @@ disconnects every client and wipes what the test wrote; ``commits`` may return N
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,49 @@ class _SqliteHarness:
         return self._dbs[id(adapter)].commits
 
 
+# ---------------------------------------------------------------- PostgreSQL harnesses
+
+
+class _PostgresRelationalHarness:
+    """Opens PostgresRelational adapters over one schema (dropped by its fixture), migrated on first use."""
+
+    name = "postgres"
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._migrated = False
+        self._stores: list[Any] = []
+
+    async def open(self) -> Any:
+        import asyncpg
+
+        from flare_im.backends.migrations import PostgresMigrator
+        from flare_im.backends.relational.postgres import SCHEMA, PostgresConfig, PostgresRelational
+
+        if not self._migrated:
+            conn = await asyncpg.connect(self._url)
+            try:
+                await PostgresMigrator(conn, SCHEMA).apply()
+            finally:
+                await conn.close()
+            self._migrated = True
+        store = await PostgresRelational.open(PostgresConfig(url=self._url, min_connections=1))
+        self._stores.append(store)
+        return store
+
+    async def close(self, adapter: Any) -> None:
+        self._stores.remove(adapter)
+        await adapter.close()
+
+    async def close_all(self) -> None:
+        while self._stores:
+            await self._stores.pop().close()
+
+    def commits(self, adapter: Any) -> int | None:
+        commits: int = adapter.commits
+        return commits
+
+
 # ---------------------------------------------------------------- message log
 
 # Distributed adapters go here: "clickhouse" (message log), with a harness as described above.
@@ -88,27 +132,35 @@ async def message_log(message_log_backend: _SqliteHarness) -> MessageLog:
 
 # ---------------------------------------------------------------- relational (users, groups, memberships)
 
-# Distributed adapters go here: "postgres" (one harness implementing UserStore, GroupStore, MembershipStore).
-RELATIONAL_BACKENDS = ["sqlite"]
+# One adapter per backend implementing UserStore, GroupStore and MembershipStore.
+RELATIONAL_BACKENDS = ["sqlite", "postgres"]
 
 
-def _make_relational_backend(name: str, tmp_path: Path) -> _SqliteHarness:
+async def _make_relational_backend(
+    name: str, tmp_path: Path, request: pytest.FixtureRequest, cleanup: contextlib.AsyncExitStack
+) -> _SqliteHarness | _PostgresRelationalHarness:
     if name == "sqlite":
         return _SqliteHarness(tmp_path / "t.db", SqliteRelational)
+    if name == "postgres":
+        schemas = request.getfixturevalue("postgres_schemas")
+        return _PostgresRelationalHarness(await cleanup.enter_async_context(schemas()))
     raise AssertionError(f"no harness for relational backend {name!r}")
 
 
 @pytest.fixture(params=RELATIONAL_BACKENDS)
-async def relational_backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[_SqliteHarness]:
-    backend = _make_relational_backend(request.param, tmp_path)
-    try:
-        yield backend
-    finally:
-        await backend.close_all()
+async def relational_backend(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[_SqliteHarness | _PostgresRelationalHarness]:
+    async with contextlib.AsyncExitStack() as cleanup:
+        backend = await _make_relational_backend(request.param, tmp_path, request, cleanup)
+        try:
+            yield backend
+        finally:
+            await backend.close_all()
 
 
 @pytest.fixture
-async def relational(relational_backend: _SqliteHarness) -> Any:
+async def relational(relational_backend: _SqliteHarness | _PostgresRelationalHarness) -> Any:
     """One adapter implementing UserStore, GroupStore and MembershipStore."""
     return await relational_backend.open()
 

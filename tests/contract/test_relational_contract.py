@@ -349,3 +349,96 @@ async def test_unread_mentions_follow_the_read_position(relational: Any) -> None
     assert await relational.unread_mentions("alice") == {"g:m": 1}
     await relational.advance_read("g:m", "alice", 3, 6)
     assert await relational.unread_mentions("alice") == {}
+
+
+async def test_mark_sent_burst_shares_commits(relational_backend: Any) -> None:
+    store = await relational_backend.open()
+    senders = [f"u{i}" for i in range(200)]
+    await store.add_members([Member(conv="g:burst", uid=u, version=1) for u in senders])
+    before = relational_backend.commits(store)
+    await asyncio.gather(*(store.mark_sent("g:burst", u, i + 1, 100 + i, ["u0"]) for i, u in enumerate(senders)))
+    after = relational_backend.commits(store)
+    if after is not None:
+        assert after - before < len(senders) / 4, "mark_sent calls were not batched"
+    members = {m.uid: m for m in await store.list_members("g:burst")}
+    assert [(members[u].read_seq, members[u].version) for u in senders] == [(i + 1, 100 + i) for i in range(200)]
+    assert await store.unread_mentions("u0") == {"g:burst": 199}
+
+
+async def test_mark_sent_same_sender_in_one_batch_keeps_the_largest(relational: Any) -> None:
+    await relational.add_members([Member(conv="g:b", uid="alice", read_seq=3, version=1)])
+    seqs = [5, 9, 4, 7, 2]
+    await asyncio.gather(*(relational.mark_sent("g:b", "alice", s, 10 + s) for s in seqs))
+    m = await relational.get_member("g:b", "alice")
+    assert (m.read_seq, m.version) == (9, 19)
+    await relational.mark_sent("g:b", "alice", 8, 30)  # never moves back
+    m = await relational.get_member("g:b", "alice")
+    assert (m.read_seq, m.version) == (9, 19)
+
+
+async def test_mark_sent_is_queued_before_it_is_awaited(relational: Any) -> None:
+    await relational.add_members([Member(conv="g:q", uid="alice", version=1)])
+    pending = relational.mark_sent("g:q", "alice", 4, 2)
+    for _ in range(500):  # written without anyone awaiting it
+        if (await relational.get_member("g:q", "alice")).read_seq == 4:
+            break
+        await asyncio.sleep(0.01)
+    assert (await relational.get_member("g:q", "alice")).read_seq == 4
+    await pending
+
+
+async def test_mark_sent_a_row_the_backend_rejects_fails_alone(relational: Any) -> None:
+    await relational.add_members([Member(conv="g:r", uid=u, version=1) for u in ("alice", "bob", "carol")])
+    results = await asyncio.gather(
+        relational.mark_sent("g:r", "alice", 1, 2, ["bob"]),
+        relational.mark_sent("g:r", "bob", 2, 3, ["nul\x00byte"]),  # PostgreSQL text cannot hold NUL
+        relational.mark_sent("g:r", "carol", 3, 4, ["alice"]),
+        return_exceptions=True,
+    )
+    assert results[0] is None
+    assert results[2] is None
+    assert [(await relational.get_member("g:r", u)).read_seq for u in ("alice", "carol")] == [1, 3]
+    assert await relational.unread_mentions("alice") == {"g:r": 1}
+
+
+# ---------------------------------------------------------------- delete for me
+
+
+async def test_hide_messages_per_user_and_since(relational: Any) -> None:
+    await relational.add_members([Member(conv="g:h", uid=u, version=1) for u in ("alice", "bob")])
+    await relational.add_members([Member(conv="g:other", uid="alice", version=1)])
+    await relational.hide_messages("g:h", "alice", [7, 3], 5)
+    await relational.hide_messages("g:h", "alice", [5], 8)
+
+    assert await relational.hidden_messages("g:h", "alice") == [3, 5, 7]
+    assert await relational.hidden_messages("g:h", "alice", since=5) == [5]
+    assert await relational.hidden_messages("g:h", "alice", since=8) == []
+    assert await relational.hidden_messages("g:h", "bob") == []
+    assert await relational.hidden_messages("g:other", "alice") == []
+    alice = await relational.get_member("g:h", "alice")
+    assert alice.version == 8  # the conversation list changed
+    assert (await relational.get_member("g:h", "bob")).version == 1
+    assert (await relational.get_member("g:other", "alice")).version == 1
+    assert await relational.max_version() == 8
+
+
+async def test_hide_messages_is_idempotent_and_keeps_the_first_version(relational: Any) -> None:
+    await relational.add_members([Member(conv="g:h", uid="alice", version=1)])
+    await relational.hide_messages("g:h", "alice", [2, 4], 5)
+    await relational.hide_messages("g:h", "alice", [4, 6, 6], 9)  # 4 is already hidden: stays at version 5
+
+    assert await relational.hidden_messages("g:h", "alice") == [2, 4, 6]
+    assert await relational.hidden_messages("g:h", "alice", since=5) == [6]
+    assert (await relational.get_member("g:h", "alice")).version == 9
+    await relational.hide_messages("g:h", "alice", [], 10)
+    assert await relational.hidden_messages("g:h", "alice") == [2, 4, 6]
+
+
+async def test_hidden_messages_survive_reopen(relational_backend: Any) -> None:
+    store = await relational_backend.open()
+    await store.add_members([Member(conv="d:a:b", uid="a", version=1)])
+    await store.hide_messages("d:a:b", "a", [1, 2], 3)
+    await relational_backend.close(store)
+    reopened = await relational_backend.open()
+    assert await reopened.hidden_messages("d:a:b", "a") == [1, 2]
+    assert (await reopened.get_member("d:a:b", "a")).version == 3

@@ -42,6 +42,10 @@ def test_derived_defaults() -> None:
     assert s.effective_message_store_url == "clickhouse://ch/flare"
     assert s.ws_url == "wss://chat.example.com/v1/ws"
 
+    # Relational data in PostgreSQL: the message log stays in the embedded file until it has its own URL.
+    s = Settings.load(environ={}, overrides={"data_dir": "/d", "database_url": "postgresql://db/flare"})
+    assert s.effective_message_store_url == "sqlite:////d/flare.db"
+
 
 def test_env_overrides_with_type_coercion() -> None:
     env = {

@@ -1,31 +1,77 @@
-"""The SQLite adapters upgrade a database made by an earlier schema in place."""
+"""The SQLite adapters (relational, message log) upgrade a database made by an earlier schema in place:
+relational files made before schema versioning are detected and stamped, then the remaining migrations run."""
 
 from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from flare_im.backends.message_log.base import Change, ConvHead, Revision
 from flare_im.backends.message_log.sqlite import SqliteMessageLog
-from flare_im.backends.relational.base import SettingsChange
-from flare_im.backends.relational.sqlite import SqliteRelational
+from flare_im.backends.migrations import SchemaError, SqliteMigrator
+from flare_im.backends.relational.base import Member, SettingsChange
+from flare_im.backends.relational.sqlite import SCHEMA, SqliteRelational
 from flare_im.backends.sqlite_db import SqliteConfig, SqliteDatabase
 from flare_im.protocol.frames import Message
+
+# The first schema (before conversation settings), as the first release created it.
+FIRST_SCHEMA = (
+    """CREATE TABLE users (uid TEXT PRIMARY KEY, username TEXT UNIQUE, password_hash TEXT,
+        display_name TEXT NOT NULL, avatar TEXT NOT NULL, created_at INTEGER NOT NULL)""",
+    "CREATE TABLE refresh_tokens (token_hash TEXT PRIMARY KEY, uid TEXT NOT NULL, expires_at INTEGER NOT NULL)",
+    """CREATE TABLE groups (gid TEXT PRIMARY KEY, name TEXT NOT NULL, avatar TEXT NOT NULL, owner TEXT NOT NULL,
+        created_at INTEGER NOT NULL)""",
+    """CREATE TABLE members (uid TEXT NOT NULL, conv TEXT NOT NULL, role TEXT NOT NULL,
+        join_seq INTEGER NOT NULL, read_seq INTEGER NOT NULL, delivered_seq INTEGER NOT NULL,
+        version INTEGER NOT NULL, left_conv INTEGER NOT NULL DEFAULT 0, joined_order INTEGER NOT NULL,
+        PRIMARY KEY (uid, conv)) WITHOUT ROWID""",
+    "CREATE INDEX members_conv ON members (conv, left_conv, joined_order)",
+)
+SETTINGS_COLUMNS = (
+    "ALTER TABLE members ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE members ADD COLUMN muted INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE members ADD COLUMN hidden INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE members ADD COLUMN draft TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE members ADD COLUMN cleared_seq INTEGER NOT NULL DEFAULT 0",
+)
+MENTIONS = """CREATE TABLE mentions (uid TEXT NOT NULL, conv TEXT NOT NULL, seq INTEGER NOT NULL,
+    sender TEXT NOT NULL, PRIMARY KEY (uid, conv, seq)) WITHOUT ROWID"""
+
+
+def make_old_database(path: Path, *statements: str) -> None:
+    with sqlite3.connect(path) as old:
+        for statement in statements:
+            old.execute(statement)
+        old.execute(
+            "INSERT INTO members (uid, conv, role, join_seq, read_seq, delivered_seq, version, left_conv,"
+            " joined_order) VALUES ('alice', 'g:x', 'owner', 0, 4, 0, 1, 0, 1)"
+        )
+    old.close()
+
+
+def recorded(path: Path) -> list[tuple[str, int]]:
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT component, version FROM schema_migrations ORDER BY version").fetchall()
+    conn.close()
+    return rows
+
+
+async def open_store(path: Path) -> tuple[SqliteDatabase, SqliteRelational]:
+    db = SqliteDatabase(SqliteConfig(path=str(path)))
+    store = SqliteRelational(db)
+    db.start()
+    return db, store
 
 
 async def test_member_settings_columns_are_added_to_an_old_database(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
-    with sqlite3.connect(path) as old:  # the first schema, before conversation settings
-        old.execute(
-            "CREATE TABLE members (uid TEXT NOT NULL, conv TEXT NOT NULL, role TEXT NOT NULL,"
-            " join_seq INTEGER NOT NULL, read_seq INTEGER NOT NULL, delivered_seq INTEGER NOT NULL,"
-            " version INTEGER NOT NULL, left_conv INTEGER NOT NULL DEFAULT 0, joined_order INTEGER NOT NULL,"
-            " PRIMARY KEY (uid, conv)) WITHOUT ROWID"
-        )
+    with sqlite3.connect(path) as old:  # the members table alone, as the first schema made it
+        old.execute(FIRST_SCHEMA[3])
         old.execute("INSERT INTO members VALUES ('alice', 'g:x', 'owner', 0, 4, 0, 1, 0, 1)")
-    db = SqliteDatabase(SqliteConfig(path=str(path)))
-    store = SqliteRelational(db)
-    db.start()
+    old.close()
+    db, store = await open_store(path)
     try:
         member = await store.get_member("g:x", "alice")
         assert member is not None
@@ -39,13 +85,89 @@ async def test_member_settings_columns_are_added_to_an_old_database(tmp_path: Pa
         updated = await store.update_settings("g:x", "alice", SettingsChange(pinned=True), 2)
         assert updated is not None
         assert updated.pinned
+        assert await store.get_user("nobody") is None  # the tables it lacked were created
     finally:
         await db.close()
+    assert recorded(path) == [("relational", v) for v in range(1, SCHEMA.latest + 1)]
     # Opening it again changes nothing more.
-    db = SqliteDatabase(SqliteConfig(path=str(path)))
-    SqliteRelational(db)
-    db.start()
+    db, _ = await open_store(path)
     await db.close()
+    assert recorded(path) == [("relational", v) for v in range(1, SCHEMA.latest + 1)]
+
+
+@pytest.mark.parametrize(
+    ("statements", "detected"),
+    [
+        pytest.param(FIRST_SCHEMA, 1, id="first-schema"),
+        pytest.param((*FIRST_SCHEMA, *SETTINGS_COLUMNS), 2, id="with-settings"),
+        pytest.param((*FIRST_SCHEMA, *SETTINGS_COLUMNS, MENTIONS), 3, id="with-mentions"),
+    ],
+)
+async def test_a_database_made_before_versioning_is_stamped_then_upgraded(
+    tmp_path: Path, statements: tuple[str, ...], detected: int
+) -> None:
+    path = tmp_path / "old.db"
+    make_old_database(path, *statements)
+    conn = sqlite3.connect(path, isolation_level=None)
+    migrator = SqliteMigrator(conn, SCHEMA)
+    assert migrator.current_version() == detected  # read-only: nothing is written yet
+    assert [m.version for m in migrator.pending()] == list(range(detected + 1, SCHEMA.latest + 1))
+    assert [a.applied_at for a in migrator.applied()] == [0] * detected
+    assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'schema_migrations'").fetchone() is None
+
+    applied = migrator.apply()
+    assert [m.version for m in applied] == list(range(detected + 1, SCHEMA.latest + 1))
+    assert migrator.current_version() == SCHEMA.latest
+    assert migrator.pending() == []
+    assert migrator.apply() == []
+    conn.close()
+
+    db, store = await open_store(path)
+    try:
+        alice = await store.get_member("g:x", "alice")
+        assert alice == Member(conv="g:x", uid="alice", role="owner", read_seq=4, version=1)
+        await store.mark_sent("g:x", "alice", 5, 6, ["bob"])
+        await store.hide_messages("g:x", "alice", [2], 7)
+        assert await store.hidden_messages("g:x", "alice") == [2]
+    finally:
+        await db.close()
+
+
+async def test_settings_columns_half_added_before_versioning_are_completed(tmp_path: Path) -> None:
+    path = tmp_path / "half.db"
+    make_old_database(path, *FIRST_SCHEMA, *SETTINGS_COLUMNS[:2])  # stopped after pinned and muted
+    db, store = await open_store(path)
+    try:
+        m = await store.update_settings("g:x", "alice", SettingsChange(muted=True, draft="hi", cleared_seq=2), 3)
+        assert m is not None
+        assert (m.muted, m.draft, m.cleared_seq, m.read_seq) == (True, "hi", 2, 4)
+    finally:
+        await db.close()
+    assert recorded(path)[-1] == ("relational", SCHEMA.latest)
+
+
+async def test_a_fresh_database_gets_every_migration(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    db, _ = await open_store(path)
+    await db.close()
+    assert recorded(path) == [("relational", v) for v in range(1, SCHEMA.latest + 1)]
+
+
+async def test_a_database_newer_than_the_code_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    db, _ = await open_store(path)
+    await db.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "INSERT INTO schema_migrations VALUES ('relational', ?, 'from the future', 0)", (SCHEMA.latest + 1,)
+        )
+    conn.close()
+    db = SqliteDatabase(SqliteConfig(path=str(path)))
+    try:
+        with pytest.raises(SchemaError, match="newer than this code"):
+            SqliteRelational(db)
+    finally:
+        await db.close()
 
 
 async def test_message_state_columns_and_revisions_are_added_to_an_old_message_log(tmp_path: Path) -> None:

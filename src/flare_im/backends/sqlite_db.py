@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from flare_im.backends.migrations import Migration, Schema, SqliteMigrator
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -89,6 +91,12 @@ class SqliteDatabase:
         """Run schema statements (idempotent DDL) on the writer connection, before start()."""
         for stmt in statements:
             self._writer.execute(stmt)
+
+    def apply_migrations(self, schema: Schema) -> list[Migration]:
+        """Bring ``schema`` up to date on the writer connection (see migrations.py), before start()."""
+        if self._thread is not None:
+            raise RuntimeError("apply_migrations() must run before start(): the writer thread owns the connection")
+        return SqliteMigrator(self._writer, schema).apply()
 
     def start(self) -> None:
         if self._thread is not None:

@@ -140,10 +140,6 @@ class MembershipStore(Protocol):
         version; returns the updated row, None if there is none."""
         ...
 
-    async def advance_delivered(self, conv: str, uid: str, seq: int) -> bool:
-        """Set the delivered seq to ``seq`` if that is larger. True if it moved."""
-        ...
-
     async def hide_messages(self, conv: str, uid: str, seqs: Sequence[int], version: int) -> None:
         """'Delete for me': hide these seqs of ``conv`` from ``uid`` on all of its devices. Idempotent (a seq
         already hidden keeps its first version). The member row's version becomes ``version`` (the
@@ -154,4 +150,12 @@ class MembershipStore(Protocol):
         """Seqs of ``conv`` that ``uid`` hid at a version > ``since``, ascending."""
         ...
 
+    async def advance_delivered(self, conv: str, uid: str, seq: int) -> bool:
+        """Set the delivered seq to ``seq`` if that is larger. True if it moved."""
+        ...
+
     async def max_version(self) -> int: ...
+
+
+class RelationalStore(UserStore, GroupStore, MembershipStore, Protocol):
+    """One adapter implementing all three (what the composition root builds)."""

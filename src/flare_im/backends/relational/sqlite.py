@@ -6,43 +6,88 @@ import sqlite3
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
+from flare_im.backends.migrations import Migration, Schema
 from flare_im.backends.relational.base import AlreadyExists, Group, Member, SettingsChange, User
 from flare_im.backends.sqlite_db import RowBatcher, SqliteDatabase, columns
 
-SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS users (
-        uid TEXT PRIMARY KEY, username TEXT UNIQUE, password_hash TEXT, display_name TEXT NOT NULL,
-        avatar TEXT NOT NULL, created_at INTEGER NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS refresh_tokens (
-        token_hash TEXT PRIMARY KEY, uid TEXT NOT NULL, expires_at INTEGER NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS groups (
-        gid TEXT PRIMARY KEY, name TEXT NOT NULL, avatar TEXT NOT NULL, owner TEXT NOT NULL,
-        created_at INTEGER NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS members (
-        uid TEXT NOT NULL, conv TEXT NOT NULL, role TEXT NOT NULL, join_seq INTEGER NOT NULL,
-        read_seq INTEGER NOT NULL, delivered_seq INTEGER NOT NULL, version INTEGER NOT NULL,
-        left_conv INTEGER NOT NULL DEFAULT 0, joined_order INTEGER NOT NULL,
-        PRIMARY KEY (uid, conv)) WITHOUT ROWID""",
-    "CREATE INDEX IF NOT EXISTS members_conv ON members (conv, left_conv, joined_order)",
-    """CREATE TABLE IF NOT EXISTS mentions (
-        uid TEXT NOT NULL, conv TEXT NOT NULL, seq INTEGER NOT NULL, sender TEXT NOT NULL,
-        PRIMARY KEY (uid, conv, seq)) WITHOUT ROWID""",
-    """CREATE TABLE IF NOT EXISTS hidden_messages (
-        uid TEXT NOT NULL, conv TEXT NOT NULL, seq INTEGER NOT NULL, version INTEGER NOT NULL,
-        PRIMARY KEY (uid, conv, seq)) WITHOUT ROWID""",
-)
-
-_USER_COLS = "uid, username, display_name, avatar, created_at"
-_MEMBER_COLS = (
-    "conv, uid, role, join_seq, read_seq, delivered_seq, version, left_conv, pinned, muted, hidden, draft, cleared_seq"
-)
-# Columns added after the first schema: (name, definition), added in place to an existing database.
 _MEMBER_SETTINGS = (
     ("pinned", "INTEGER NOT NULL DEFAULT 0"),
     ("muted", "INTEGER NOT NULL DEFAULT 0"),
     ("hidden", "INTEGER NOT NULL DEFAULT 0"),
     ("draft", "TEXT NOT NULL DEFAULT ''"),
     ("cleared_seq", "INTEGER NOT NULL DEFAULT 0"),
+)
+
+
+def _add_member_settings(conn: sqlite3.Connection) -> None:
+    # Before versioning these columns were added one statement at a time: add only the missing ones.
+    present = {row[1] for row in conn.execute("PRAGMA table_info(members)")}
+    for name, definition in _MEMBER_SETTINGS:
+        if name not in present:
+            conn.execute(f"ALTER TABLE members ADD COLUMN {name} {definition}")
+
+
+MIGRATIONS = (
+    Migration(
+        1,
+        "users, refresh tokens, groups, members",
+        (
+            """CREATE TABLE IF NOT EXISTS users (
+            uid TEXT PRIMARY KEY, username TEXT UNIQUE, password_hash TEXT, display_name TEXT NOT NULL,
+            avatar TEXT NOT NULL, created_at INTEGER NOT NULL)""",
+            """CREATE TABLE IF NOT EXISTS refresh_tokens (
+            token_hash TEXT PRIMARY KEY, uid TEXT NOT NULL, expires_at INTEGER NOT NULL)""",
+            """CREATE TABLE IF NOT EXISTS groups (
+            gid TEXT PRIMARY KEY, name TEXT NOT NULL, avatar TEXT NOT NULL, owner TEXT NOT NULL,
+            created_at INTEGER NOT NULL)""",
+            """CREATE TABLE IF NOT EXISTS members (
+            uid TEXT NOT NULL, conv TEXT NOT NULL, role TEXT NOT NULL, join_seq INTEGER NOT NULL,
+            read_seq INTEGER NOT NULL, delivered_seq INTEGER NOT NULL, version INTEGER NOT NULL,
+            left_conv INTEGER NOT NULL DEFAULT 0, joined_order INTEGER NOT NULL,
+            PRIMARY KEY (uid, conv)) WITHOUT ROWID""",
+            "CREATE INDEX IF NOT EXISTS members_conv ON members (conv, left_conv, joined_order)",
+        ),
+    ),
+    Migration(2, "member settings: pinned, muted, hidden, draft, cleared seq", (_add_member_settings,)),
+    Migration(
+        3,
+        "mentions",
+        (
+            """CREATE TABLE mentions (
+            uid TEXT NOT NULL, conv TEXT NOT NULL, seq INTEGER NOT NULL, sender TEXT NOT NULL,
+            PRIMARY KEY (uid, conv, seq)) WITHOUT ROWID""",
+        ),
+    ),
+    Migration(
+        4,
+        "hidden messages (delete for me)",
+        (
+            """CREATE TABLE hidden_messages (
+            uid TEXT NOT NULL, conv TEXT NOT NULL, seq INTEGER NOT NULL, version INTEGER NOT NULL,
+            PRIMARY KEY (uid, conv, seq)) WITHOUT ROWID""",
+        ),
+    ),
+)
+
+
+def _detect_unversioned(conn: sqlite3.Connection) -> int:
+    """Which migration a database made before versioning had reached, from the tables and columns it has."""
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if not {"users", "refresh_tokens", "groups", "members"} <= tables:
+        return 0  # migrations 1 and 2 create and add only what is missing
+    columns_present = {row[1] for row in conn.execute("PRAGMA table_info(members)")}
+    if not all(name in columns_present for name, _ in _MEMBER_SETTINGS):
+        return 1
+    if "mentions" not in tables:
+        return 2
+    return 4 if "hidden_messages" in tables else 3
+
+
+SCHEMA = Schema("relational", MIGRATIONS, detect=_detect_unversioned)
+
+_USER_COLS = "uid, username, display_name, avatar, created_at"
+_MEMBER_COLS = (
+    "conv, uid, role, join_seq, read_seq, delivered_seq, version, left_conv, pinned, muted, hidden, draft, cleared_seq"
 )
 
 
@@ -93,13 +138,7 @@ class SqliteRelational:
 
     def __init__(self, db: SqliteDatabase) -> None:
         self._db = db
-        db.migrate(SCHEMA)
-        present = {row[1] for row in db.reader.execute("PRAGMA table_info(members)").fetchall()}
-        db.migrate(
-            f"ALTER TABLE members ADD COLUMN {name} {definition}"
-            for name, definition in _MEMBER_SETTINGS
-            if name not in present
-        )
+        db.apply_migrations(SCHEMA)  # the embedded database upgrades itself on open
         self._sent = RowBatcher(
             db,
             [
@@ -283,6 +322,31 @@ class SqliteRelational:
         result: Member | None = await self._db.write(op)
         return result
 
+    async def hide_messages(self, conv: str, uid: str, seqs: Sequence[int], version: int) -> None:
+        rows = [(uid, conv, seq, version) for seq in seqs]
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute("SAVEPOINT hide_messages")  # both statements or neither
+            try:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO hidden_messages (uid, conv, seq, version) VALUES (?,?,?,?)", rows
+                )
+                conn.execute("UPDATE members SET version = ? WHERE uid = ? AND conv = ?", (version, uid, conv))
+            except BaseException:
+                conn.execute("ROLLBACK TO hide_messages")
+                conn.execute("RELEASE hide_messages")
+                raise
+            conn.execute("RELEASE hide_messages")
+
+        await self._db.write(op)
+
+    async def hidden_messages(self, conv: str, uid: str, *, since: int = 0) -> list[int]:
+        rows = self._db.fetchall(
+            "SELECT seq FROM hidden_messages WHERE uid = ? AND conv = ? AND version > ? ORDER BY seq",
+            (uid, conv, since),
+        )
+        return [row[0] for row in rows]
+
     async def advance_delivered(self, conv: str, uid: str, seq: int) -> bool:
         def op(conn: sqlite3.Connection) -> bool:
             cur = conn.execute(
@@ -293,22 +357,6 @@ class SqliteRelational:
 
         moved: bool = await self._db.write(op)
         return moved
-
-    async def hide_messages(self, conv: str, uid: str, seqs: Sequence[int], version: int) -> None:
-        rows = [(uid, conv, seq, version) for seq in seqs]
-
-        def op(conn: sqlite3.Connection) -> None:
-            conn.executemany("INSERT OR IGNORE INTO hidden_messages (uid, conv, seq, version) VALUES (?,?,?,?)", rows)
-            conn.execute("UPDATE members SET version = ? WHERE uid = ? AND conv = ?", (version, uid, conv))
-
-        await self._db.write(op)
-
-    async def hidden_messages(self, conv: str, uid: str, *, since: int = 0) -> list[int]:
-        rows = self._db.fetchall(
-            "SELECT seq FROM hidden_messages WHERE uid = ? AND conv = ? AND version > ? ORDER BY seq",
-            (uid, conv, since),
-        )
-        return [r[0] for r in rows]
 
     async def max_version(self) -> int:
         return int(self._db.fetchone("SELECT coalesce(max(version), 0) FROM members")[0])

@@ -1,0 +1,68 @@
+"""Fixtures shared by every test directory: a real PostgreSQL, isolated per test."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import urllib.parse
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+POSTGRES_URL = os.environ.get("FLARE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/flare_test")
+
+
+def require_postgres(url: str = POSTGRES_URL) -> None:
+    """Skip when PostgreSQL is unreachable, except in CI (CI=true), where the test fails instead."""
+    parts = urllib.parse.urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 5432
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+    except OSError as exc:
+        reason = f"PostgreSQL is not reachable at {host}:{port} ({exc}); set FLARE_TEST_POSTGRES_URL"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+@contextlib.asynccontextmanager
+async def fresh_postgres_schema() -> AsyncIterator[str]:
+    """The test database (created if missing) with a fresh schema as its ``search_path``, dropped afterwards:
+    tests running in parallel never see each other's tables."""
+    require_postgres()
+    import asyncpg
+
+    parts = urllib.parse.urlsplit(POSTGRES_URL)
+    try:
+        conn = await asyncpg.connect(POSTGRES_URL)
+    except asyncpg.InvalidCatalogNameError:
+        admin = await asyncpg.connect(urllib.parse.urlunsplit(parts._replace(path="/postgres")))
+        try:
+            await admin.execute(f'CREATE DATABASE "{parts.path.lstrip("/")}"')
+        except asyncpg.DuplicateDatabaseError:  # a parallel run created it meanwhile
+            pass
+        finally:
+            await admin.close()
+        conn = await asyncpg.connect(POSTGRES_URL)
+    schema = f"t_{uuid.uuid4().hex}"
+    try:
+        await conn.execute(f"CREATE SCHEMA {schema}")
+        query = [*urllib.parse.parse_qsl(parts.query), ("search_path", schema)]
+        yield urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+    finally:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        await conn.close()
+
+
+@pytest.fixture
+def postgres_schemas() -> Callable[[], contextlib.AbstractAsyncContextManager[str]]:
+    """``fresh_postgres_schema`` for fixtures that need PostgreSQL for some parameters only."""
+    return fresh_postgres_schema
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    async with fresh_postgres_schema() as url:
+        yield url
