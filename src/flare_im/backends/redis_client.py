@@ -1,0 +1,45 @@
+"""What the Redis adapters share: a client given as a client or a URL, and keys under one prefix.
+
+Every Redis adapter takes ``client`` (a ``redis.asyncio.Redis`` with ``decode_responses=False``, the default,
+or a ``redis://`` URL) and ``prefix``; all its keys and channels start with the prefix, so several
+deployments (or test runs) can share one Redis database. An adapter built from a URL owns its client and
+closes it in ``aclose``; a client passed in is left to its owner.
+
+The multi-key Lua scripts touch keys they compute from the prefix, so all keys of one prefix must live on
+one Redis server: a standalone Redis, or a Redis Cluster with a hash tag in the prefix (``"{flare}:"``).
+"""
+
+from __future__ import annotations
+
+from redis.asyncio import BlockingConnectionPool, Redis
+
+RedisSource = Redis | str
+
+
+def redis_from_url(url: str, *, max_connections: int = 64, pool_timeout_s: float = 10.0) -> Redis:
+    """A client whose callers wait for a free connection (up to ``pool_timeout_s``) when all
+    ``max_connections`` are busy, where redis-py's default pool raises instead."""
+    pool = BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=pool_timeout_s)
+    return Redis.from_pool(pool)
+
+
+class RedisOwner:
+    """Holds the client of one adapter; closes it on ``aclose`` only when it was built from a URL."""
+
+    def __init__(self, source: RedisSource) -> None:
+        if isinstance(source, str):
+            self.redis: Redis = redis_from_url(source)
+            self._owned = True
+        else:
+            self.redis = source
+            self._owned = False
+
+    async def aclose(self) -> None:
+        if self._owned:
+            await self.redis.aclose()
+
+
+def key_part(value: str) -> str:
+    """``value`` as one unambiguous part of a key made of several caller-given strings ("a:b" + "c" and
+    "a" + "b:c" must not meet): its length, then itself."""
+    return f"{len(value)}.{value}"
