@@ -82,7 +82,8 @@ class MemoryRouteTable:
             self._sweep(now)
 
     def _sweep(self, now: float) -> None:
-        """Drop dead nodes and their routes (users nobody looks up would keep them forever)."""
+        """Drop dead nodes and their routes (users nobody looks up would keep them forever); a user left
+        with no route went offline now."""
         state = self._state
         state.swept_at = now
         dead = {n for n, until in state.alive_until.items() if until <= now}
@@ -91,8 +92,8 @@ class MemoryRouteTable:
         for n in dead:
             del state.alive_until[n]
         for uid, devices in list(state.routes.items()):
-            if any(n in dead for n in devices.values()):
-                self._live_routes(uid, devices, now)
+            if any(n in dead for n in devices.values()) and not self._live_routes(uid, devices, now):
+                state.seen[uid] = now_ms()
 
     async def last_seen(self, uids: Sequence[str]) -> dict[str, int]:
         seen = self._state.seen

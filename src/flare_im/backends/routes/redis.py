@@ -1,8 +1,9 @@
 """Redis route table (distributed): every node's devices, shared by all nodes.
 
 Keys (Redis 7.0 has no per-field TTL, so liveness is per node, not per route):
-- ``{prefix}routes:{uid}``: hash device -> node, expiring ``ttl_s`` after the last register/heartbeat that
-  touched it (so a user whose nodes all died does not stay forever);
+- ``{prefix}routes:{uid}``: hash device -> node, expiring ``keep_routes_s`` after the last register or
+  heartbeat that touched it (so a user whose nodes all died does not stay forever, yet a lookup soon after
+  a node died still meets its routes and can give their users a last seen time);
 - ``{prefix}alive:{node}``: exists while the node is alive (``SET ... PX ttl``, renewed by heartbeats);
 - ``{prefix}nodes``: the set of nodes that heartbeated (for ``live_nodes``);
 - ``{prefix}seen:{uid}``: epoch ms when the user's last device left (kept ``seen_ttl_s``).
@@ -77,18 +78,19 @@ return out
 )
 
 # KEYS[1]: the node's alive key, KEYS[2]: the node set, KEYS[3..]: one user's routes per route;
-# ARGV: node, ttl ms, alive-key prefix, then the device of each route (ARGV[i + 1] goes with KEYS[i]).
+# ARGV: node, ttl ms, keep-routes ms, alive-key prefix, then the device of each route (ARGV[i + 2] goes
+# with KEYS[i]).
 _HEARTBEAT = """
 local node = ARGV[1]
 redis.call('SET', KEYS[1], '1', 'PX', ARGV[2])
 redis.call('SADD', KEYS[2], node)
 for i = 3, #KEYS do
-  local device = ARGV[i + 1]
+  local device = ARGV[i + 2]
   local current = redis.call('HGET', KEYS[i], device)
-  if current ~= node and (not current or redis.call('EXISTS', ARGV[3] .. current) == 0) then
+  if current ~= node and (not current or redis.call('EXISTS', ARGV[4] .. current) == 0) then
     redis.call('HSET', KEYS[i], device, node)
   end
-  redis.call('PEXPIRE', KEYS[i], ARGV[2])
+  redis.call('PEXPIRE', KEYS[i], ARGV[3])
 end
 """
 
@@ -109,10 +111,12 @@ class RedisRouteTable:
         prefix: str = "flare:",
         *,
         ttl_s: float = 30.0,
+        keep_routes_s: float | None = None,
         seen_ttl_s: float = 30 * 86400,
         max_users_per_script: int = 1000,
     ) -> None:
         """``ttl_s``: how long a heartbeat keeps a node alive (heartbeat well within it);
+        ``keep_routes_s``: how long a user's routes outlive their last refresh (default ``10 * ttl_s``);
         ``seen_ttl_s``: how long a last seen time is kept; ``max_users_per_script``: users (or routes) one
         Lua call handles, so a big lookup or heartbeat does not hold Redis for long (the calls still go in
         one round trip)."""
@@ -128,6 +132,7 @@ class RedisRouteTable:
         self._nodes = f"{prefix}nodes"
         self._seen = f"{prefix}seen:"
         self._ttl_ms = max(1, round(ttl_s * 1000))
+        self._keep_ms = max(self._ttl_ms, round((10 * ttl_s if keep_routes_s is None else keep_routes_s) * 1000))
         self._seen_ttl_ms = max(1, round(seen_ttl_s * 1000))
         self._chunk = max_users_per_script
 
@@ -135,7 +140,7 @@ class RedisRouteTable:
         await self._owner.aclose()
 
     async def register(self, uid: str, device: str, node: str) -> None:
-        await self._register(keys=[self._routes + uid], args=[device, node, self._ttl_ms])
+        await self._register(keys=[self._routes + uid], args=[device, node, self._keep_ms])
 
     async def unregister(self, uid: str, device: str, node: str) -> None:
         await self._unregister(
@@ -162,7 +167,7 @@ class RedisRouteTable:
 
     async def heartbeat(self, node: str, routes: Iterable[tuple[str, str]]) -> None:
         head = [self._alive + node, self._nodes]
-        args_head: list[str | int] = [node, self._ttl_ms, self._alive]
+        args_head: list[str | int] = [node, self._ttl_ms, self._keep_ms, self._alive]
         pipe = self._owner.redis.pipeline(transaction=False)
         pending = iter(routes)
         chunk = list(islice(pending, self._chunk))
