@@ -38,8 +38,11 @@ class MemoryNodeBus:
     def __init__(self, broker: MemoryBroker | None = None) -> None:
         self._broker = MemoryBroker() if broker is None else broker
         self._mine: dict[str, _Subscription] = {}
+        self._closed = False
 
     def publish(self, node: str, payload: bytes) -> None:
+        if self._closed:
+            return
         subscriptions = self._broker.subscriptions.get(node)
         if subscriptions:
             loop = asyncio.get_running_loop()
@@ -49,11 +52,14 @@ class MemoryNodeBus:
     async def subscribe(self, node: str, handler: Handler) -> None:
         if node in self._mine:
             raise ValueError(f"already subscribed to {node!r}")
+        if self._closed:
+            raise RuntimeError("node bus closed")
         subscription = _Subscription(node, handler)
         self._mine[node] = subscription
         self._broker.subscriptions.setdefault(node, []).append(subscription)
 
     async def close(self) -> None:
+        self._closed = True
         for node, subscription in self._mine.items():
             subscription.active = False
             subscriptions = self._broker.subscriptions[node]
