@@ -388,3 +388,17 @@ async def ratelimit_backend(request: pytest.FixtureRequest) -> AsyncIterator[Any
         yield backend
     finally:
         await backend.close_all()
+
+
+# ---------------------------------------------------------------- Redis-only tests
+
+
+@pytest.fixture
+async def redis_backend() -> AsyncIterator[Any]:
+    """For tests of one Redis adapter's own options: ``open(build)`` calls ``build(client, prefix)`` with a
+    new client under the test's key prefix; ``flush``/``close_all`` as above."""
+    backend = _RedisHarness(lambda client, prefix, build: build(client, prefix))
+    try:
+        yield backend
+    finally:
+        await backend.close_all()

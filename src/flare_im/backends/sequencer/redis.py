@@ -21,7 +21,8 @@ Options and what they cost:
 What this does not guarantee: an append still in flight when Redis loses the counter is not in the log yet,
 so the re-seeded counter can hand its seq out again; the window is one append's latency at the moment of the
 loss. The same holds for ``forget`` after an append whose outcome is unknown (a timeout): the failed seq is
-taken back unless the log already shows it.
+taken back unless the log already shows it. (A call retried after a broken connection may have taken a seq
+already: that seq is a gap, never a reuse.)
 """
 
 from __future__ import annotations
