@@ -15,7 +15,8 @@ from __future__ import annotations
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError, TimeoutError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 RedisSource = Redis | str
 
@@ -30,7 +31,7 @@ def redis_from_url(url: str, *, max_connections: int = 64, pool_timeout_s: float
         max_connections=max_connections,
         timeout=pool_timeout_s,
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.01), retries),
-        retry_on_error=[ConnectionError, TimeoutError],
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
     return Redis.from_pool(pool)
 

@@ -88,9 +88,12 @@ class RedisNodeBus:
                 pipe.publish(channel, payload)
             try:
                 await pipe.execute()
-            except (RedisError, OSError) as exc:
+            except Exception as exc:  # the writer must outlive any failure: later payloads still go
                 self.lost += n
-                log.warning("node bus: %d payloads lost, Redis unreachable: %s", n, exc)
+                if isinstance(exc, RedisError | OSError):
+                    log.warning("node bus: %d payloads lost, Redis unreachable: %s", n, exc)
+                else:
+                    log.exception("node bus: %d payloads lost", n)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._max_delay_s)
             else:
@@ -133,8 +136,11 @@ class RedisNodeBus:
                     log.info("node bus: subscribed again to %d channels", len(self._handlers))
                 message = await pubsub.get_message(timeout=None)
                 delay = self._min_delay_s
-            except (RedisError, OSError) as exc:
-                log.warning("node bus: subscription lost (%s); subscribing again in %.2fs", exc, delay)
+            except Exception as exc:  # the reader must outlive any failure: it subscribes again
+                if isinstance(exc, RedisError | OSError):
+                    log.warning("node bus: subscription lost (%s); subscribing again in %.2fs", exc, delay)
+                else:
+                    log.exception("node bus: subscription failed; subscribing again in %.2fs", delay)
                 await self._drop_pubsub()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._max_delay_s)
