@@ -8,23 +8,43 @@ Adding a distributed adapter (PostgreSQL, ClickHouse, Redis): write a harness cl
 below (``open`` connects a new client to the same database/keyspace, ``close`` disconnects it, ``close_all``
 disconnects every client and wipes what the test wrote; ``commits`` may return None), then add its name to the
 ``*_BACKENDS`` list of the port and a branch to its ``_make_*`` function.
+
+Redis harnesses: every test gets a random key prefix on the test database (``FLARE_TEST_REDIS_URL``, default
+db 15), so runs sharing one Redis never meet; ``flush`` deletes that prefix's keys (what a Redis restarted
+empty looks like to the adapters, without FLUSHDB wiping other runs) and ``close_all`` does it at the end.
+Without a reachable Redis these tests skip, and fail when ``CI=true``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import os
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
+from redis.asyncio import Redis
 
+from flare_im.backends.bus.memory import MemoryBroker, MemoryNodeBus
+from flare_im.backends.bus.redis import RedisNodeBus
+from flare_im.backends.idempotency.memory import MemoryIdempotencyState, MemoryIdempotencyStore
+from flare_im.backends.idempotency.redis import RedisIdempotencyStore
 from flare_im.backends.message_log.base import MessageLog
 from flare_im.backends.message_log.sqlite import SqliteMessageLog
+from flare_im.backends.ratelimit.memory import MemoryRateLimiter, MemoryRateState
+from flare_im.backends.ratelimit.redis import RedisRateLimiter
+from flare_im.backends.redis_client import redis_from_url
 from flare_im.backends.relational.sqlite import SqliteRelational
+from flare_im.backends.routes.memory import MemoryRouteState, MemoryRouteTable
+from flare_im.backends.routes.redis import RedisRouteTable
 from flare_im.backends.sequencer.base import SeedFn, Sequencer
 from flare_im.backends.sequencer.memory import MemorySequencer
+from flare_im.backends.sequencer.redis import RedisSequencer
 from flare_im.backends.sqlite_db import SqliteConfig, SqliteDatabase
 
 # ---------------------------------------------------------------- SQLite (embedded) harnesses
@@ -101,6 +121,105 @@ class _PostgresRelationalHarness:
     def commits(self, adapter: Any) -> int | None:
         commits: int = adapter.commits
         return commits
+
+
+# ---------------------------------------------------------------- in-process and Redis harnesses
+
+REDIS_URL = os.environ.get("FLARE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+@functools.cache
+def _redis_unreachable() -> str | None:
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        return f"Redis at {REDIS_URL} is unreachable ({exc}); set FLARE_TEST_REDIS_URL"
+    finally:
+        client.close()
+    return None
+
+
+def require_redis() -> None:
+    """Skip the test without a reachable Redis; under CI=true fail instead."""
+    reason = _redis_unreachable()
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+async def delete_prefix(prefix: str) -> None:
+    """Delete every key under ``prefix`` in the test database."""
+    client = Redis.from_url(REDIS_URL)
+    try:
+        batch: list[bytes] = []
+        async for key in client.scan_iter(match=f"{prefix}*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                await client.unlink(*batch)
+                batch.clear()
+        if batch:
+            await client.unlink(*batch)
+    finally:
+        await client.aclose()
+
+
+class _MemoryHarness:
+    """Opens in-process adapters over one state object, the way Redis adapters share one server."""
+
+    name = "memory"
+
+    def __init__(self, build: Callable[..., Any], clear: Callable[[], None]) -> None:
+        self._build = build
+        self._clear = clear
+        self._opened: list[Any] = []
+
+    def open(self, *args: Any, **options: Any) -> Any:
+        adapter = self._build(*args, **options)
+        self._opened.append(adapter)
+        return adapter
+
+    async def flush(self) -> None:
+        """Lose the shared state, as a Redis that restarted empty."""
+        self._clear()
+
+    async def close_all(self) -> None:
+        for adapter in self._opened:
+            if hasattr(adapter, "close"):
+                await adapter.close()
+
+
+class _RedisHarness:
+    """Opens Redis adapters under one random key prefix, each with its own client (as separate nodes)."""
+
+    name = "redis"
+
+    def __init__(self, build: Callable[..., Any]) -> None:
+        require_redis()
+        self.prefix = f"flare-test:{uuid.uuid4().hex}:"
+        self._build = build
+        self._opened: list[Any] = []
+        self.clients: list[Redis] = []
+
+    def open(self, *args: Any, **options: Any) -> Any:
+        client = redis_from_url(REDIS_URL)
+        self.clients.append(client)
+        adapter = self._build(client, self.prefix, *args, **options)
+        self._opened.append(adapter)
+        return adapter
+
+    async def flush(self) -> None:
+        """Delete the test's keys: to the adapters, Redis restarted empty."""
+        await delete_prefix(self.prefix)
+
+    async def close_all(self) -> None:
+        for adapter in self._opened:
+            if hasattr(adapter, "close"):
+                await adapter.close()
+        await delete_prefix(self.prefix)
+        for client in self.clients:
+            await client.aclose()
 
 
 # ---------------------------------------------------------------- message log
@@ -188,17 +307,33 @@ class SeedLog:
         return self.max_seq.get(conv, 0)
 
 
-# Distributed adapters go here: "redis" (INCR on the conversation key, seeded from the log on a miss).
-SEQUENCER_BACKENDS = ["memory"]
+SEQUENCER_BACKENDS = ["memory", "redis"]
+
+
+def _make_sequencer_backend(name: str) -> Any:
+    if name == "memory":
+        counters: dict[str, int] = {}
+        return _MemoryHarness(lambda seed: MemorySequencer(seed, counters=counters), counters.clear)
+    if name == "redis":
+        return _RedisHarness(lambda client, prefix, seed: RedisSequencer(client, seed, prefix))
+    raise AssertionError(f"no harness for sequencer backend {name!r}")
 
 
 @pytest.fixture(params=SEQUENCER_BACKENDS)
-async def sequencer_factory(request: pytest.FixtureRequest) -> AsyncIterator[Callable[[SeedFn], Sequencer]]:
-    """A function building a fresh sequencer (over fresh state) from a seed function."""
-    if request.param == "memory":
-        yield MemorySequencer
-        return
-    raise AssertionError(f"no harness for sequencer backend {request.param!r}")
+async def sequencer_backend(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """Opens sequencers over one shared state (``open(seed)``, as nodes sharing Redis) and can ``flush`` it."""
+    backend = _make_sequencer_backend(request.param)
+    try:
+        yield backend
+    finally:
+        await backend.close_all()
+
+
+@pytest.fixture
+def sequencer_factory(sequencer_backend: Any) -> Callable[[SeedFn], Sequencer]:
+    """A function building a sequencer over the backend's shared state from a seed function."""
+    factory: Callable[[SeedFn], Sequencer] = sequencer_backend.open
+    return factory
 
 
 @pytest.fixture
@@ -209,3 +344,113 @@ def seed_log() -> SeedLog:
 @pytest.fixture
 def sequencer(sequencer_factory: Callable[[SeedFn], Sequencer], seed_log: SeedLog) -> Sequencer:
     return sequencer_factory(seed_log)
+
+
+# ---------------------------------------------------------------- route table
+
+ROUTES_BACKENDS = ["memory", "redis"]
+
+
+def _make_routes_backend(name: str) -> Any:
+    if name == "memory":
+        state = MemoryRouteState()
+        return _MemoryHarness(lambda **options: MemoryRouteTable(state=state, **options), state.clear)
+    if name == "redis":
+        return _RedisHarness(lambda client, prefix, **options: RedisRouteTable(client, prefix, **options))
+    raise AssertionError(f"no harness for route table backend {name!r}")
+
+
+@pytest.fixture(params=ROUTES_BACKENDS)
+async def routes_backend(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """Opens route tables over one shared state (``open(ttl_s=...)``, one per node) and can ``flush`` it."""
+    backend = _make_routes_backend(request.param)
+    try:
+        yield backend
+    finally:
+        await backend.close_all()
+
+
+# ---------------------------------------------------------------- node bus
+
+BUS_BACKENDS = ["memory", "redis"]
+
+
+def _make_bus_backend(name: str) -> Any:
+    if name == "memory":
+        broker = MemoryBroker()
+        return _MemoryHarness(lambda: MemoryNodeBus(broker), lambda: None)
+    if name == "redis":
+        return _RedisHarness(lambda client, prefix: RedisNodeBus(client, prefix))
+    raise AssertionError(f"no harness for node bus backend {name!r}")
+
+
+@pytest.fixture(params=BUS_BACKENDS)
+async def bus_backend(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """Opens node buses over one broker (``open()``, one per node)."""
+    backend = _make_bus_backend(request.param)
+    try:
+        yield backend
+    finally:
+        await backend.close_all()
+
+
+# ---------------------------------------------------------------- idempotency store
+
+IDEMPOTENCY_BACKENDS = ["memory", "redis"]
+
+
+def _make_idempotency_backend(name: str) -> Any:
+    if name == "memory":
+        state = MemoryIdempotencyState()
+        return _MemoryHarness(lambda: MemoryIdempotencyStore(state), state.clear)
+    if name == "redis":
+        return _RedisHarness(lambda client, prefix: RedisIdempotencyStore(client, prefix))
+    raise AssertionError(f"no harness for idempotency store backend {name!r}")
+
+
+@pytest.fixture(params=IDEMPOTENCY_BACKENDS)
+async def idempotency_backend(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """Opens idempotency stores over one shared state (``open()``, one per node)."""
+    backend = _make_idempotency_backend(request.param)
+    try:
+        yield backend
+    finally:
+        await backend.close_all()
+
+
+# ---------------------------------------------------------------- rate limiter
+
+RATELIMIT_BACKENDS = ["memory", "redis"]
+
+
+def _make_ratelimit_backend(name: str) -> Any:
+    if name == "memory":
+        state = MemoryRateState()
+        return _MemoryHarness(lambda: MemoryRateLimiter(state), state.clear)
+    if name == "redis":
+        return _RedisHarness(lambda client, prefix: RedisRateLimiter(client, prefix))
+    raise AssertionError(f"no harness for rate limiter backend {name!r}")
+
+
+@pytest.fixture(params=RATELIMIT_BACKENDS)
+async def ratelimit_backend(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """Opens rate limiters over one shared state (``open()``, one per node)."""
+    backend = _make_ratelimit_backend(request.param)
+    try:
+        yield backend
+    finally:
+        await backend.close_all()
+
+
+# ---------------------------------------------------------------- Redis-only tests
+
+
+@pytest.fixture
+async def redis_backend() -> AsyncIterator[Any]:
+    """For tests of one Redis adapter's own options: ``open(build)`` calls ``build(client, prefix)`` with a
+    new client under the test's key prefix; ``flush``/``close_all`` as above."""
+    backend = _RedisHarness(lambda client, prefix, build: build(client, prefix))
+    try:
+        yield backend
+    finally:
+        await backend.close_all()

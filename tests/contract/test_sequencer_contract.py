@@ -91,3 +91,74 @@ async def test_a_new_sequencer_seeds_from_the_log(
     seed_log.max_seq["g:a"] = 5
     second = sequencer_factory(seed_log)
     assert await second.next_seq("g:a") == 6
+
+
+# ---------------------------------------------------------------- several nodes over one shared state
+
+
+async def test_instances_sharing_state_never_hand_out_the_same_seq(sequencer_backend: Any, seed_log: Any) -> None:
+    seed_log.max_seq.update({"g:a": 10})
+    first: Sequencer = sequencer_backend.open(seed_log)
+    second: Sequencer = sequencer_backend.open(seed_log)
+    calls = [(s, c) for _ in range(100) for s in (first, second) for c in ("g:a", "g:b")]
+    got = await asyncio.gather(*(s.next_seq(c) for s, c in calls))
+    by_conv: dict[str, list[int]] = {"g:a": [], "g:b": []}
+    for (_, conv), seq in zip(calls, got, strict=True):
+        by_conv[conv].append(seq)
+    assert sorted(by_conv["g:a"]) == list(range(11, 211))  # distinct, no gap, above the log
+    assert sorted(by_conv["g:b"]) == list(range(1, 201))
+
+
+async def test_each_instance_only_moves_forward(sequencer_backend: Any, seed_log: Any) -> None:
+    nodes: list[Sequencer] = [sequencer_backend.open(seed_log) for _ in range(3)]
+
+    async def node_sends(sequencer: Sequencer) -> list[int]:
+        out = []
+        for _ in range(50):
+            out.append(await sequencer.next_seq("g:a"))
+            await asyncio.sleep(0)
+        return out
+
+    per_node = await asyncio.gather(*(node_sends(s) for s in nodes))
+    for seqs in per_node:
+        assert seqs == sorted(set(seqs))  # strictly increasing as one node sees them
+    assert sorted(s for seqs in per_node for s in seqs) == list(range(1, 151))
+
+
+async def test_flush_mid_conversation_reseeds_from_the_durable_log(sequencer_backend: Any, seed_log: Any) -> None:
+    first: Sequencer = sequencer_backend.open(seed_log)
+    second: Sequencer = sequencer_backend.open(seed_log)
+    stored: list[int] = []
+
+    async def send(sequencer: Sequencer) -> int:
+        seq = await sequencer.next_seq("g:a")
+        stored.append(seq)
+        seed_log.max_seq["g:a"] = max(seed_log.max_seq.get("g:a", 0), seq)
+        return seq
+
+    for i in range(10):
+        await send((first, second)[i % 2])
+    assert stored == list(range(1, 11))
+    await first.next_seq("g:a")  # 11: handed out, its append never lands
+
+    await sequencer_backend.flush()  # Redis restarted empty
+    assert await send(second) == 11  # max(durable) + 1: nothing stored is handed out again
+    more = await asyncio.gather(*(send((first, second)[i % 2]) for i in range(40)))
+    assert sorted(more) == list(range(12, 52))
+    assert len(set(stored)) == len(stored) == 51
+
+
+async def test_flush_with_concurrent_callers_shares_one_seed(sequencer_backend: Any, seed_log: Any) -> None:
+    sequencer: Sequencer = sequencer_backend.open(seed_log)
+    for _ in range(5):
+        await sequencer.next_seq("g:a")
+    seed_log.max_seq["g:a"] = 5
+    await sequencer_backend.flush()
+    seed_log.calls.clear()
+    seed_log.gate.clear()
+    tasks = [asyncio.ensure_future(sequencer.next_seq("g:a")) for _ in range(30)]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    seed_log.gate.set()
+    assert sorted(await asyncio.gather(*tasks)) == list(range(6, 36))
+    assert seed_log.calls == ["g:a"]

@@ -17,5 +17,10 @@ class Sequencer(Protocol):
 
     def forget(self, conv: str) -> None:
         """Drop cached state for ``conv`` so the next call re-seeds from the durable log (after a failed
-        append, so a seq that was never stored is handed out again rather than left as a gap)."""
+        append, so a seq that was never stored is handed out again rather than left as a gap).
+
+        Called by the task whose append failed, right after it. In-process, a seq of an append still in
+        flight may be handed out again (the log rejects the duplicate append). A sequencer shared by several
+        nodes (Redis) takes back only the failed seq, and only while nobody was handed a later one;
+        otherwise the failed seq stays a gap, which readers skip."""
         ...

@@ -8,9 +8,10 @@ from flare_im.backends.sequencer.base import SeedFn
 
 
 class MemorySequencer:
-    def __init__(self, seed: SeedFn) -> None:
+    def __init__(self, seed: SeedFn, *, counters: dict[str, int] | None = None) -> None:
         self._seed = seed
-        self._counters: dict[str, int] = {}
+        # conv -> last seq handed out; sequencers given one dict share it (as nodes share Redis).
+        self._counters: dict[str, int] = {} if counters is None else counters
         self._seeding: dict[str, asyncio.Future[int]] = {}
 
     async def next_seq(self, conv: str) -> int:

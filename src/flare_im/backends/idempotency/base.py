@@ -1,0 +1,29 @@
+"""The idempotency store port: ``(sender, client message id)`` claims and results shared by every node.
+
+A retried send may land on another node than the original; the store lets that node find the original's
+result (or see that it is still in progress) without a search of the message log. Entries expire: the
+guarantee holds within ``ttl_s`` of the claim or the result.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class IdempotencyStore(Protocol):
+    async def reserve(self, sender: str, cmid: str, ttl_s: float) -> bool:
+        """Atomically claim ``(sender, cmid)`` for ``ttl_s``: True for exactly one caller among all nodes;
+        False while someone holds the claim or a result is stored."""
+        ...
+
+    async def complete(self, sender: str, cmid: str, result: bytes, ttl_s: float) -> None:
+        """Store the result of ``(sender, cmid)`` for ``ttl_s`` (replacing the claim)."""
+        ...
+
+    async def get(self, sender: str, cmid: str) -> bytes | None:
+        """The stored result; None while it is only claimed, or when absent or expired."""
+        ...
+
+    async def release(self, sender: str, cmid: str) -> None:
+        """Drop a claim whose send failed, so a retry may claim it again. A stored result is kept."""
+        ...

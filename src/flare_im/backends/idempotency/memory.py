@@ -1,0 +1,63 @@
+"""In-process idempotency store (embedded mode, and the twin of the Redis one in the contract tests)."""
+
+from __future__ import annotations
+
+import time
+
+_CLAIMED = None  # the value of a key that is claimed, without a result yet
+
+Entry = tuple[bytes | None, float]  # (result or _CLAIMED, monotonic deadline)
+
+
+class MemoryIdempotencyState:
+    """What stores given the same state share (as nodes share Redis)."""
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple[str, str], Entry] = {}
+        self.operations_since_sweep = 0
+
+    def clear(self) -> None:
+        self.entries.clear()
+
+
+class MemoryIdempotencyStore:
+    def __init__(self, state: MemoryIdempotencyState | None = None) -> None:
+        self._state = MemoryIdempotencyState() if state is None else state
+
+    def _live(self, key: tuple[str, str], now: float) -> Entry | None:
+        entry = self._state.entries.get(key)
+        if entry is not None and entry[1] <= now:
+            del self._state.entries[key]
+            return None
+        return entry
+
+    async def reserve(self, sender: str, cmid: str, ttl_s: float) -> bool:
+        now = time.monotonic()
+        self._sweep(now)
+        key = (sender, cmid)
+        if self._live(key, now) is not None:
+            return False
+        self._state.entries[key] = (_CLAIMED, now + ttl_s)
+        return True
+
+    async def complete(self, sender: str, cmid: str, result: bytes, ttl_s: float) -> None:
+        self._state.entries[(sender, cmid)] = (result, time.monotonic() + ttl_s)
+
+    async def get(self, sender: str, cmid: str) -> bytes | None:
+        entry = self._live((sender, cmid), time.monotonic())
+        return None if entry is None else entry[0]
+
+    async def release(self, sender: str, cmid: str) -> None:
+        key = (sender, cmid)
+        entry = self._state.entries.get(key)
+        if entry is not None and entry[0] is _CLAIMED:
+            del self._state.entries[key]
+
+    def _sweep(self, now: float) -> None:
+        """Drop expired entries, amortised: a full pass once as many claims as there are entries were made."""
+        state = self._state
+        state.operations_since_sweep += 1
+        if state.operations_since_sweep < len(state.entries):
+            return
+        state.operations_since_sweep = 0
+        state.entries = {k: v for k, v in state.entries.items() if v[1] > now}

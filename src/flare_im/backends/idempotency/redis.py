@@ -1,0 +1,50 @@
+"""Redis idempotency store (distributed): one key per ``(sender, cmid)``, claimed with ``SET NX EX``.
+
+The value is ``c`` while claimed, ``r`` + the result once complete; the key expires on its own.
+"""
+
+from __future__ import annotations
+
+from flare_im.backends.redis_client import RedisOwner, RedisSource, key_part
+
+_CLAIMED = b"c"
+_RESULT = b"r"
+
+# KEYS[1]: the key. Deletes it only while it is a bare claim (a stored result is kept).
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class RedisIdempotencyStore:
+    def __init__(self, client: RedisSource, prefix: str = "flare:") -> None:
+        self._owner = RedisOwner(client)
+        self._release = self._owner.redis.register_script(_RELEASE)
+        self._prefix = f"{prefix}idem:"
+
+    async def aclose(self) -> None:
+        await self._owner.aclose()
+
+    def _key(self, sender: str, cmid: str) -> str:
+        return f"{self._prefix}{key_part(sender)}{cmid}"
+
+    async def reserve(self, sender: str, cmid: str, ttl_s: float) -> bool:
+        claimed = await self._owner.redis.set(self._key(sender, cmid), _CLAIMED, nx=True, px=_ms(ttl_s))
+        return bool(claimed)
+
+    async def complete(self, sender: str, cmid: str, result: bytes, ttl_s: float) -> None:
+        await self._owner.redis.set(self._key(sender, cmid), _RESULT + result, px=_ms(ttl_s))
+
+    async def get(self, sender: str, cmid: str) -> bytes | None:
+        value = await self._owner.redis.get(self._key(sender, cmid))
+        if isinstance(value, bytes) and value.startswith(_RESULT):
+            return value[1:]
+        return None
+
+    async def release(self, sender: str, cmid: str) -> None:
+        await self._release(keys=[self._key(sender, cmid)], args=[_CLAIMED])
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))

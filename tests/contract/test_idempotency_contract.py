@@ -1,0 +1,77 @@
+"""Contract of the IdempotencyStore port (src/flare_im/backends/idempotency/base.py), for every backend.
+
+``idempotency_backend.open()`` opens a store over the backend's shared state (one per node).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from flare_im.backends.idempotency.base import IdempotencyStore
+
+TTL_S = 60.0
+
+
+async def test_one_claim_then_the_result(idempotency_backend: Any) -> None:
+    store: IdempotencyStore = idempotency_backend.open()
+    assert await store.get("alice", "m1") is None
+    assert await store.reserve("alice", "m1", TTL_S)
+    assert not await store.reserve("alice", "m1", TTL_S)
+    assert await store.get("alice", "m1") is None  # claimed, no result yet
+    await store.complete("alice", "m1", b'{"seq": 7}', TTL_S)
+    assert await store.get("alice", "m1") == b'{"seq": 7}'
+    assert not await store.reserve("alice", "m1", TTL_S)  # a retry finds the result instead
+
+
+async def test_another_node_sees_the_claim_and_the_result(idempotency_backend: Any) -> None:
+    a: IdempotencyStore = idempotency_backend.open()
+    b: IdempotencyStore = idempotency_backend.open()
+    assert await a.reserve("alice", "m1", TTL_S)
+    assert not await b.reserve("alice", "m1", TTL_S)  # the retry landed on another node
+    await a.complete("alice", "m1", b"\x00ack\xff", TTL_S)
+    assert await b.get("alice", "m1") == b"\x00ack\xff"
+
+
+async def test_release_lets_a_retry_claim_again(idempotency_backend: Any) -> None:
+    a: IdempotencyStore = idempotency_backend.open()
+    b: IdempotencyStore = idempotency_backend.open()
+    assert await a.reserve("alice", "m1", TTL_S)
+    await a.release("alice", "m1")  # the append failed
+    assert await b.reserve("alice", "m1", TTL_S)
+    await b.complete("alice", "m1", b"stored", TTL_S)
+    await a.release("alice", "m1")  # a late release does not drop a stored result
+    assert await b.get("alice", "m1") == b"stored"
+    await a.release("nobody", "never-claimed")  # a no-op
+
+
+async def test_concurrent_claims_from_two_nodes_have_one_winner(idempotency_backend: Any) -> None:
+    a: IdempotencyStore = idempotency_backend.open()
+    b: IdempotencyStore = idempotency_backend.open()
+    keys = [f"m{i}" for i in range(100)]
+    won = await asyncio.gather(*(s.reserve("alice", k, TTL_S) for k in keys for s in (a, b, a)))
+    for i in range(len(keys)):
+        assert sum(won[i * 3 : i * 3 + 3]) == 1
+
+
+async def test_claims_and_results_expire(idempotency_backend: Any) -> None:
+    store: IdempotencyStore = idempotency_backend.open()
+    assert await store.reserve("alice", "claimed", 0.15)
+    assert await store.reserve("alice", "done", 60)
+    await store.complete("alice", "done", b"r", 0.15)
+    assert not await store.reserve("alice", "claimed", 60)
+    assert await store.get("alice", "done") == b"r"
+    await asyncio.sleep(0.3)
+    assert await store.get("alice", "done") is None
+    assert await store.reserve("alice", "claimed", 60)  # a claim that outlived its ttl is free again
+    assert await store.reserve("alice", "done", 60)
+
+
+async def test_keys_are_per_sender_and_taken_literally(idempotency_backend: Any) -> None:
+    store: IdempotencyStore = idempotency_backend.open()
+    assert await store.reserve("a:b", "c", TTL_S)
+    assert await store.reserve("a", "b:c", TTL_S)
+    assert await store.reserve("bob", "c", TTL_S)
+    await store.complete("a:b", "c", b"", TTL_S)
+    assert await store.get("a:b", "c") == b""  # an empty result is a result
+    assert await store.get("a", "b:c") is None
