@@ -19,7 +19,15 @@ class Settings:
     node_id: int = 0  # 0..1023, part of every message id; unique per node
     # Backends by URL; empty means the embedded default under data_dir.
     database_url: str = ""
-    message_store_url: str = ""
+    message_store_url: str = ""  # sqlite://, clickhouse://host:port/db (HTTP), chdb:///path
+    cache_url: str = ""  # redis://...: sequencer, routes, node bus, idempotency, L0 (several nodes)
+    queue_url: str = ""  # kafka://host:port[,host:port]: the durable messages topic (with cache_url)
+    roles: str = "gateway,api"  # what `flare serve` runs: gateway (WebSocket) and/or api (HTTP)
+    messages_topic: str = "flare.messages"
+    messages_partitions: int = 12
+    store_group: str = "flare-store"  # consumer group of `flare worker store`
+    route_ttl_s: float = 15.0  # a node that misses heartbeats this long is dead; its routes stop counting
+    l0_keep: int = 200  # newest events per conversation kept in L0 (Redis)
     sqlite_synchronous: str = "FULL"
     # Auth
     jwt_secret: str = ""  # empty: generated once and kept in data_dir/jwt.secret
@@ -64,6 +72,15 @@ class Settings:
         return database_url if database_url.startswith("sqlite://") else f"sqlite:///{self.sqlite_path}"
 
     @property
+    def distributed(self) -> bool:
+        """Several nodes share Redis (and Kafka + a message store): the cluster wiring is used."""
+        return bool(self.cache_url)
+
+    @property
+    def role_set(self) -> frozenset[str]:
+        return frozenset(r.strip() for r in self.roles.split(",") if r.strip())
+
+    @property
     def ws_url(self) -> str:
         return self.public_ws_url or f"ws://{self.host}:{self.ws_port}/v1/ws"
 
@@ -91,6 +108,11 @@ class Settings:
             raise ValueError("node_id must be in 0..1023")
         if self.sqlite_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ValueError("sqlite_synchronous must be OFF, NORMAL, FULL or EXTRA")
+        roles = {r.strip() for r in self.roles.split(",") if r.strip()}
+        if not roles or not roles <= {"gateway", "api"}:
+            raise ValueError("roles must be a comma-separated subset of gateway, api")
+        if self.queue_url and not self.cache_url:
+            raise ValueError("queue_url needs cache_url (L0 and the sequencer live in Redis)")
         for name in ("api_port", "ws_port"):
             if not 0 <= getattr(self, name) <= 65535:
                 raise ValueError(f"{name} must be a TCP port")

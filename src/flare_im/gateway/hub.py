@@ -6,7 +6,7 @@ connection does). A frame fanned out to many devices is encoded once per encodin
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
 import msgspec
@@ -18,7 +18,6 @@ from flare_im.protocol.frames import (
     Hidden,
     Kick,
     Message,
-    Msg,
     Receipt,
     ServerFrame,
     TypingNotice,
@@ -43,8 +42,12 @@ class Peer(Protocol):
     def kick(self, code: int, reason: str, *, reconnect: bool, retry_after_ms: int = 0) -> None: ...
 
 
+RouteHook = Callable[[str, str, bool], None]  # (user, device, connected?)
+
+
 class Hub:
-    def __init__(self) -> None:
+    def __init__(self, on_route: RouteHook | None = None) -> None:
+        self._on_route = on_route  # the cluster's route table follows connects and disconnects
         # user -> that user's connections. A tuple, not a dict: most users have one or two devices, and
         # an idle connection should cost little memory.
         self._users: dict[str, tuple[Peer, ...]] = {}
@@ -64,6 +67,8 @@ class Hub:
         self._users[peer.user] = (*(p for p in devices if p is not old), peer)
         if old is None:
             self._count += 1
+        if self._on_route is not None:
+            self._on_route(peer.user, peer.device, True)
         return old
 
     def unregister(self, peer: Peer) -> None:
@@ -75,6 +80,8 @@ class Hub:
             else:
                 del self._users[peer.user]
             self._count -= 1
+            if self._on_route is not None and not any(p.device == peer.device for p in rest):
+                self._on_route(peer.user, peer.device, False)
 
     def peers(self) -> Iterator[Peer]:
         for devices in list(self._users.values()):
@@ -95,10 +102,14 @@ class Hub:
     def deliver_hidden(self, uid: str, hidden: Hidden, *, skip: tuple[str, str] | None) -> None:
         self._deliver((uid,), hidden, skip)
 
+    def deliver_frame(self, uids: Iterable[str], frame: ServerFrame, skip: tuple[str, str] | None) -> None:
+        """Push an already-built frame (one that came from another node over the bus)."""
+        self._deliver(uids, frame, skip)
+
     def _deliver(
         self,
         uids: Iterable[str],
-        frame: Msg | Receipt | TypingNotice | ConvSettings | Hidden,
+        frame: ServerFrame,
         skip: tuple[str, str] | None,
     ) -> None:
         encoded_json: bytes | None = None

@@ -9,6 +9,9 @@ import uuid
 from collections.abc import Awaitable, Coroutine, Iterable
 from typing import Any, Protocol
 
+import msgspec
+
+from flare_im.backends.idempotency.base import IdempotencyStore
 from flare_im.backends.message_log.base import GONE_STATES, Change, MessageLog, VersionConflict
 from flare_im.backends.relational.base import MembershipStore
 from flare_im.backends.sequencer.base import Sequencer
@@ -60,6 +63,8 @@ class MessageRouter:
         fanout: Fanout,
         idempotency: IdempotencyCache,
         max_body_bytes: int,
+        shared_idempotency: IdempotencyStore | None = None,
+        idempotency_window_s: float = 300.0,
     ) -> None:
         self._conversations = conversations
         self._memberships = memberships
@@ -70,6 +75,9 @@ class MessageRouter:
         self._fanout = fanout
         self._idempotency = idempotency
         self._max_body_bytes = max_body_bytes
+        # Several nodes: a retry may land on another node than the original send.
+        self._shared = shared_idempotency
+        self._window_s = idempotency_window_s
 
     async def send(
         self,
@@ -98,6 +106,10 @@ class MessageRouter:
         recipients = await self._conversations.recipients_for_send(sender, conv)
         if "reply_to" in body:
             body = await self._with_quote(sender, conv, body)
+        if self._shared is not None:
+            elsewhere = await self._claim_shared(sender, cmid)
+            if elsewhere is not None:
+                return elsewhere, True
         if self._idempotency.claim(key):
             stored = await self._log.find_by_client_id(sender, cmid)
             if stored is not None:
@@ -109,6 +121,25 @@ class MessageRouter:
         message = await self._append(sender, conv, cmid, kind, body, key)
         self._fanout.deliver_message(recipients, message, skip=(sender, device) if device else None)
         return message, False
+
+    async def _claim_shared(self, sender: str, cmid: str) -> Message | None:
+        """Claim ``(sender, cmid)`` for this node, or return what another node stored under it."""
+        shared = self._shared
+        assert shared is not None
+        for _ in range(200):  # another node is storing it: its result arrives within an append's time
+            if await shared.reserve(sender, cmid, self._window_s):
+                return None
+            raw = await shared.get(sender, cmid)
+            if raw is not None:
+                return _decode_message(raw)
+            await asyncio.sleep(0.05)
+        raise FlareError(ErrorCode.UNAVAILABLE, "the same message is still being stored; retry")
+
+    def _release_shared(self, sender: str, cmid: str) -> None:
+        shared = self._shared
+        assert shared is not None
+        task = asyncio.ensure_future(shared.release(sender, cmid))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # best effort: the claim expires anyway
 
     async def retry_of(self, sender: str, cmid: str) -> Message | None:
         """The event ``sender`` already stored (or is storing) under ``cmid``, if any: an op retried."""
@@ -206,6 +237,8 @@ class MessageRouter:
                     read.close()
             self._sequencer.forget(conv)
             idempotency.discard(key)
+            if self._shared is not None:
+                self._release_shared(sender, cmid)
             error = _client_error(exc)
             pending.set_exception(error)
             pending.exception()  # a retry may never await it: mark it retrieved
@@ -217,6 +250,8 @@ class MessageRouter:
             raise error from exc
         finally:
             clock.end(version)
+        if self._shared is not None:
+            await self._shared.complete(sender, cmid, _encode_message(message), self._window_s)
         idempotency.put(key, message)
         pending.set_result(message)
         if read is not None:
@@ -227,6 +262,10 @@ class MessageRouter:
             finally:
                 clock.end(read_version)
         return message
+
+
+_encode_message = msgspec.msgpack.Encoder().encode
+_decode_message = msgspec.msgpack.Decoder(Message).decode
 
 
 def _client_error(exc: BaseException) -> FlareError:

@@ -6,6 +6,8 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import msgspec
+
 from flare_im.protocol.frames import Message
 
 
@@ -47,6 +49,28 @@ class VersionConflict(Exception):
     def __init__(self, current: Message) -> None:
         super().__init__(f"message {current.conv}#{current.seq} is at version {current.version}")
         self.current = current
+
+
+def changed(target: Message, change: Change) -> Message:
+    """``target`` after ``change`` (what every adapter stores: the observable effect of ``apply``)."""
+    if change.state:
+        return msgspec.structs.replace(
+            target, body={}, state=change.state, version=change.version, reactions={}, edited_at=0
+        )
+    if change.body is not None:
+        return msgspec.structs.replace(target, body=change.body, version=change.version, edited_at=change.edited_at)
+    if change.reaction is not None:
+        emoji, uid, added = change.reaction
+        reactions = dict(target.reactions)
+        users = [u for u in reactions.get(emoji, []) if u != uid]
+        if added:
+            users.append(uid)
+        if users:
+            reactions[emoji] = users
+        else:
+            reactions.pop(emoji, None)
+        return msgspec.structs.replace(target, reactions=reactions)
+    return target
 
 
 class MessageLog(Protocol):

@@ -1,0 +1,152 @@
+"""Fan-out across gateway nodes (DESIGN.md §3 step 6): local devices directly, the others over the node bus.
+
+Each node keeps its devices in the shared route table (user -> device -> node): a route is written on
+connect, removed on disconnect, and the node's whole list is re-sent with every heartbeat, so routes come
+back after the table lost them and die with a node that stops beating. A frame for users on other nodes is
+published once per node, with the users that node should push it to; the receiving node pushes it to its
+local devices. Lookups for frames queued in one loop iteration share one round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+
+import msgspec
+
+from flare_im.backends.bus.base import NodeBus
+from flare_im.backends.routes.base import RouteTable
+from flare_im.gateway.hub import Hub
+from flare_im.protocol.frames import (
+    ConvSettings,
+    Hidden,
+    Message,
+    Receipt,
+    ServerFrame,
+    TypingNotice,
+    msg_from_message,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Envelope(msgspec.Struct, array_like=True):
+    """A frame for some users' devices on the receiving node (``skip``: the device that caused it)."""
+
+    uids: list[str]
+    frame: ServerFrame
+    skip: tuple[str, str] | None = None
+
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(Envelope).decode
+
+
+class ClusterFanout:
+    """The router's Fanout when several nodes serve clients."""
+
+    def __init__(self, hub: Hub, routes: RouteTable, bus: NodeBus, node: str, *, heartbeat_s: float) -> None:
+        self.hub = hub
+        self._routes = routes
+        self._bus = bus
+        self.node = node
+        self._heartbeat_s = heartbeat_s
+        self._outbox: asyncio.Queue[tuple[list[str], ServerFrame, tuple[str, str] | None]] = asyncio.Queue()
+        self._route_writes: asyncio.Queue[tuple[str, str, bool]] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.sent = 0  # frames published to other nodes
+        self.received = 0
+
+    async def start(self) -> None:
+        await self._bus.subscribe(self.node, self._on_payload)
+        await self._routes.heartbeat(self.node, [])
+        self._tasks = [
+            asyncio.ensure_future(self._pump()),
+            asyncio.ensure_future(self._write_routes()),
+            asyncio.ensure_future(self._beat()),
+        ]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._bus.close()
+
+    # ------------------------------------------------------------------ routes
+
+    def route_changed(self, uid: str, device: str, connected: bool) -> None:
+        """The hub's hook: a device connected to or left this node."""
+        self._route_writes.put_nowait((uid, device, connected))
+
+    async def _write_routes(self) -> None:
+        while True:
+            uid, device, connected = await self._route_writes.get()
+            try:
+                if connected:
+                    await self._routes.register(uid, device, self.node)
+                else:
+                    await self._routes.unregister(uid, device, self.node)
+            except Exception:  # the next heartbeat writes the whole list again
+                log.exception("route update for %s/%s failed", uid, device)
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat_s)
+            try:
+                await self._routes.heartbeat(self.node, [(p.user, p.device) for p in self.hub.peers()])
+            except Exception:
+                log.exception("route heartbeat failed")
+
+    # ------------------------------------------------------------------ Fanout
+
+    def deliver_message(self, uids: Iterable[str], message: Message, *, skip: tuple[str, str] | None) -> None:
+        self._both(uids, msg_from_message(message), skip)
+
+    def deliver_receipt(self, uids: Iterable[str], receipt: Receipt, *, skip: tuple[str, str] | None) -> None:
+        self._both(uids, receipt, skip)
+
+    def deliver_settings(self, uid: str, settings: ConvSettings, *, skip: tuple[str, str] | None) -> None:
+        self._both((uid,), settings, skip)
+
+    def deliver_hidden(self, uid: str, hidden: Hidden, *, skip: tuple[str, str] | None) -> None:
+        self._both((uid,), hidden, skip)
+
+    def deliver_typing(self, uids: Iterable[str], notice: TypingNotice) -> None:
+        self._both(uids, notice, None)
+
+    def _both(self, uids: Iterable[str], frame: ServerFrame, skip: tuple[str, str] | None) -> None:
+        users = list(uids)
+        self.hub.deliver_frame(users, frame, skip)
+        self._outbox.put_nowait((users, frame, skip))
+
+    async def _pump(self) -> None:
+        """Publish queued frames to the nodes that hold their users' other devices, in queue order."""
+        while True:
+            items = [await self._outbox.get()]
+            while not self._outbox.empty() and len(items) < 1024:
+                items.append(self._outbox.get_nowait())
+            try:
+                routes = await self._routes.lookup(sorted({u for users, _, _ in items for u in users}))
+            except Exception:  # at-most-once: the devices find the gap by seq and pull it
+                log.exception("route lookup failed; %d frames not sent to other nodes", len(items))
+                continue
+            for users, frame, skip in items:
+                per_node: dict[str, list[str]] = {}
+                for uid in users:
+                    for device, node in routes.get(uid, {}).items():
+                        if node != self.node and (skip is None or skip != (uid, device)):
+                            targets = per_node.setdefault(node, [])
+                            if not targets or targets[-1] != uid:
+                                targets.append(uid)
+                for node, targets in per_node.items():
+                    self._bus.publish(node, _encode(Envelope(targets, frame, skip)))
+                    self.sent += 1
+
+    def _on_payload(self, payload: bytes) -> None:
+        envelope = _decode(payload)
+        self.received += 1
+        self.hub.deliver_frame(envelope.uids, envelope.frame, envelope.skip)

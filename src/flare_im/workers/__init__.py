@@ -1,0 +1,1 @@
+"""Background roles that run as their own processes in distributed mode (``flare worker ...``)."""
