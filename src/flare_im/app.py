@@ -217,13 +217,17 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> in
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
 
-    ws_server = await start_ws_server(
-        node.gateway,
-        settings.host,
-        settings.ws_port,
-        heartbeat_s=settings.heartbeat_s,
-        heartbeat_timeout_s=settings.heartbeat_timeout_s,
-    )
+    roles = settings.role_set
+    ws_server = None
+    if "gateway" in roles:
+        ws_server = await start_ws_server(
+            node.gateway,
+            settings.host,
+            settings.ws_port,
+            heartbeat_s=settings.heartbeat_s,
+            heartbeat_timeout_s=settings.heartbeat_timeout_s,
+        )
+    # The API runs with every role: its /healthz is what load balancers probe, also for a gateway-only node.
     api_sock = _listen(settings.host, settings.api_port)
     config = uvicorn.Config(
         build_api(node.api),
@@ -239,7 +243,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> in
     if api_task.done():
         await api_task  # surfaces the start-up error
         return 1
-    ws_port = ws_server.sockets[0].getsockname()[1]
+    ws_port = ws_server.sockets[0].getsockname()[1] if ws_server is not None else 0
     api_port = api_sock.getsockname()[1]
     log.info(
         "flare ready: api http://%s:%d  ws ws://%s:%d/v1/ws  data %s",
@@ -256,7 +260,8 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> in
     await stop.wait()
     log.info("shutting down: %d connections", len(node.hub))
     node.gateway.accepting = False
-    ws_server.close()
+    if ws_server is not None:
+        ws_server.close()
     in_flight = list(node.gateway.in_flight)
     if in_flight:  # let requests already received finish, so their acks reach the clients
         await asyncio.wait(in_flight, timeout=settings.shutdown_grace_s)

@@ -21,6 +21,7 @@ class Settings:
     database_url: str = ""
     message_store_url: str = ""  # sqlite://, clickhouse://host:port/db (HTTP), chdb:///path
     cache_url: str = ""  # redis://...: sequencer, routes, node bus, idempotency, L0 (several nodes)
+    cache_prefix: str = "flare:"  # key prefix in Redis (several deployments may share one Redis)
     queue_url: str = ""  # kafka://host:port[,host:port]: the durable messages topic (with cache_url)
     roles: str = "gateway,api"  # what `flare serve` runs: gateway (WebSocket) and/or api (HTTP)
     messages_topic: str = "flare.messages"
