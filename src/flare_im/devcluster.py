@@ -145,6 +145,18 @@ backend ws
         self.haproxy.start()
         _wait_http(f"{self.api_url}/healthz")
 
+    def migrate(self) -> None:
+        subprocess.run(self.flare("migrate"), env={**os.environ, **self.env}, check=True, capture_output=True)
+
+    def start(self, nodes: int, haproxy: str = "/usr/sbin/haproxy") -> None:
+        """Migrate the database, then start the worker, ``nodes`` gateway nodes and HAProxy in front."""
+        self.migrate()
+        self.node_ports = [(free_port(), free_port()) for _ in range(nodes)]
+        self.start_worker()
+        for i in range(nodes):
+            self.start_node(i)
+        self.start_haproxy(haproxy)
+
     def stop(self) -> None:
         for p in [*self.nodes, self.worker, self.haproxy]:
             if p is not None:

@@ -10,10 +10,7 @@ holds every acked message exactly once.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -24,7 +21,7 @@ from pathlib import Path
 import pytest
 from tests.services import require
 
-from flare_im.devcluster import Cluster, free_port
+from flare_im.devcluster import Cluster
 from flare_im.protocol.errors import FlareError
 from flare_im.sdk.client import Disconnected, FlareClient
 from flare_im.sdk.rest import RestClient
@@ -91,14 +88,9 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
         "FLARE_HEARTBEAT_S": "2",
         "FLARE_HEARTBEAT_TIMEOUT_S": "2",
     }
-    subprocess.run([sys.executable, "-m", "flare_im.cli", "migrate"], env={**os.environ, **env}, check=True)
     c = Cluster(tmp_path, env)
-    c.node_ports = [(free_port(), free_port()) for _ in range(2)]
     try:
-        c.start_worker()
-        for i in range(2):
-            c.start_node(i)
-        c.start_haproxy(haproxy)
+        await asyncio.to_thread(c.start, 2, haproxy)
         yield c
     finally:
         c.stop()
