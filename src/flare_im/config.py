@@ -112,8 +112,10 @@ class Settings:
         roles = {r.strip() for r in self.roles.split(",") if r.strip()}
         if not roles or not roles <= {"gateway", "api"}:
             raise ValueError("roles must be a comma-separated subset of gateway, api")
-        if self.queue_url and not self.cache_url:
-            raise ValueError("queue_url needs cache_url (L0 and the sequencer live in Redis)")
+        if bool(self.queue_url) != bool(self.cache_url):
+            raise ValueError("several nodes need both cache_url (Redis) and queue_url (Kafka), or neither")
+        if self.distributed and not self.message_store_url.startswith(("clickhouse://", "chdb://")):
+            raise ValueError("with cache_url and queue_url, message_store_url must be clickhouse:// or chdb://")
         for name in ("api_port", "ws_port"):
             if not 0 <= getattr(self, name) <= 65535:
                 raise ValueError(f"{name} must be a TCP port")

@@ -101,6 +101,8 @@ def test_every_field_has_an_env_variable() -> None:
         if f.name == "sqlite_synchronous":
             continue
         raw, value = samples[str(f.type)]
+        if f.name in ("roles", "message_store_url"):  # values the settings check
+            raw = value = {"roles": "gateway", "message_store_url": "chdb:///tmp/x"}[f.name]
         env[f"FLARE_{f.name.upper()}"] = raw
         expected[f.name] = value
     env["FLARE_NOT_A_SETTING"] = "ignored"
@@ -170,3 +172,32 @@ def test_settings_are_frozen_and_replace_makes_a_copy() -> None:
     assert (s.api_port, t.api_port) == (8080, 1234)
     with pytest.raises(AttributeError):
         s.api_port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        ({"FLARE_ROLES": "gateway,mail"}, "roles"),
+        ({"FLARE_ROLES": ""}, "roles"),
+        ({"FLARE_CACHE_URL": "redis://x"}, "both"),
+        ({"FLARE_QUEUE_URL": "kafka://x"}, "both"),
+        ({"FLARE_CACHE_URL": "redis://x", "FLARE_QUEUE_URL": "kafka://x"}, "clickhouse"),
+    ],
+)
+def test_cluster_settings_are_checked(env: dict[str, str], problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        Settings.load(environ=env)
+
+
+def test_cluster_settings() -> None:
+    s = Settings.load(
+        environ={
+            "FLARE_CACHE_URL": "redis://r",
+            "FLARE_QUEUE_URL": "kafka://k:9092",
+            "FLARE_MESSAGE_STORE_URL": "clickhouse://c:8123/flare",
+            "FLARE_ROLES": "gateway",
+        }
+    )
+    assert s.distributed
+    assert s.role_set == {"gateway"}
+    assert not Settings.load(environ={}).distributed

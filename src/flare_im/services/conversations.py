@@ -8,6 +8,7 @@ Every membership change goes through this service, which keeps the cache in step
 from __future__ import annotations
 
 import asyncio
+import time
 import re
 from dataclasses import dataclass
 
@@ -57,10 +58,14 @@ def parse_conv(conv: str) -> ConvRef:
 @dataclass(slots=True)
 class _GroupCache:
     members: dict[str, Member]  # uid -> member (current members only)
+    loaded_at: float = 0.0
 
 
 class ConversationService:
-    def __init__(self, users: UserStore, memberships: MembershipStore) -> None:
+    def __init__(self, users: UserStore, memberships: MembershipStore, *, group_cache_ttl_s: float = 0.0) -> None:
+        """``group_cache_ttl_s``: how long a group's member list is trusted (0: until this process changes
+        it, right for one node; with several nodes another node may change it, so it is re-read)."""
+        self._group_ttl_s = group_cache_ttl_s
         self._users = users
         self._memberships = memberships
         self._groups: dict[str, _GroupCache] = {}
@@ -108,12 +113,15 @@ class ConversationService:
 
     async def _group(self, conv: str) -> _GroupCache:
         cached = self._groups.get(conv)
+        if cached is not None and self._group_ttl_s and time.monotonic() - cached.loaded_at > self._group_ttl_s:
+            cached = None
         if cached is None:
             parse_conv(conv)
             members = await self._memberships.list_members(conv)
             if not members:
                 raise not_found("no such group")
-            cached = self._groups.setdefault(conv, _GroupCache({m.uid: m for m in members}))
+            cached = _GroupCache({m.uid: m for m in members}, time.monotonic())
+            self._groups[conv] = cached
         return cached
 
     # ------------------------------------------------------------------ reads
