@@ -15,9 +15,12 @@ from pathlib import Path
 import uvicorn
 
 from flare_im.api.http import ApiContext, build_api
+from flare_im.backends.idempotency.base import IdempotencyStore
+from flare_im.backends.message_log.base import MessageLog
 from flare_im.backends.message_log.sqlite import SqliteMessageLog
 from flare_im.backends.relational.base import RelationalStore
 from flare_im.backends.relational.sqlite import SqliteRelational
+from flare_im.backends.sequencer.base import Sequencer
 from flare_im.backends.sequencer.memory import MemorySequencer
 from flare_im.backends.sqlite_db import SqliteConfig, SqliteDatabase, parse_sqlite_url
 from flare_im.config import Settings
@@ -34,12 +37,17 @@ from flare_im.services.groups import GroupService
 from flare_im.services.idempotency import IdempotencyCache
 from flare_im.services.operations import MessageOperations
 from flare_im.services.presence import PresenceService
-from flare_im.services.router import MessageRouter
+from flare_im.services.router import Fanout, MessageRouter
 from flare_im.services.status import StatusService
 from flare_im.services.sync import SyncService
 from flare_im.services.users import UserService
 
 log = logging.getLogger("flare")
+
+# Several nodes: how long a write of another node may take (sync positions stay this far behind), and how
+# long a group's member list is trusted before it is read again (another node may have changed it).
+PEERS_LAG_US = 2_000_000
+GROUP_CACHE_TTL_S = 2.0
 
 
 @dataclass(slots=True)
@@ -74,10 +82,24 @@ async def build_node(settings: Settings) -> Node:
             databases[path] = SqliteDatabase(SqliteConfig(path=path, synchronous=settings.sqlite_synchronous.upper()))
         return databases[path]
 
-    if not settings.effective_message_store_url.startswith("sqlite://"):
-        raise ValueError(f"unsupported message_store_url {settings.effective_message_store_url!r}")
     relational = await open_relational(settings.effective_database_url, sqlite, closers)
-    message_log = SqliteMessageLog(sqlite(settings.effective_message_store_url))
+    message_log: MessageLog
+    sequencer: Sequencer
+    fanout: Fanout
+    shared_idempotency: IdempotencyStore | None = None
+    if settings.distributed:
+        from flare_im.distributed import open_cluster
+
+        cluster = await open_cluster(settings, closers)
+        message_log, sequencer, fanout, hub = cluster.log, cluster.sequencer, cluster.fanout, cluster.hub
+        shared_idempotency = cluster.idempotency
+    else:
+        if not settings.effective_message_store_url.startswith("sqlite://"):
+            raise ValueError(f"unsupported message_store_url {settings.effective_message_store_url!r} on one node")
+        sqlite_log = SqliteMessageLog(sqlite(settings.effective_message_store_url))
+        message_log, sequencer = sqlite_log, MemorySequencer(sqlite_log.max_seq)
+        hub = Hub()
+        fanout = hub
     for db in databases.values():  # after the adapters migrated their schemas on the writer connection
         db.start()
 
@@ -85,19 +107,25 @@ async def build_node(settings: Settings) -> Node:
     preload_limit = 2_000_000
     recent = await message_log.recent_client_ids(now_ms() - settings.idempotency_window_s * 1000, preload_limit)
     idempotency.preload(recent, complete=len(recent) < preload_limit)
-    clock = VersionClock(max(await relational.max_version(), await message_log.max_version()))
-    hub = Hub()
-    conversations = ConversationService(relational, relational)
+    clock = VersionClock(
+        max(await relational.max_version(), await message_log.max_version()),
+        peers_lag_us=PEERS_LAG_US if settings.distributed else 0,
+    )
+    conversations = ConversationService(
+        relational, relational, group_cache_ttl_s=GROUP_CACHE_TTL_S if settings.distributed else 0.0
+    )
     router = MessageRouter(
         conversations=conversations,
         memberships=relational,
         log=message_log,
-        sequencer=MemorySequencer(message_log.max_seq),
+        sequencer=sequencer,
         ids=Snowflake(settings.node_id),
         clock=clock,
-        fanout=hub,
+        fanout=fanout,
         idempotency=idempotency,
         max_body_bytes=settings.max_body_bytes,
+        shared_idempotency=shared_idempotency,
+        idempotency_window_s=settings.idempotency_window_s,
     )
     auth = AuthService(
         relational,
@@ -113,7 +141,7 @@ async def build_node(settings: Settings) -> Node:
         groups=relational,
         log=message_log,
         clock=clock,
-        fanout=hub,
+        fanout=fanout,
     )
     operations = MessageOperations(
         conversations=conversations,
@@ -121,7 +149,7 @@ async def build_node(settings: Settings) -> Node:
         log=message_log,
         router=router,
         clock=clock,
-        fanout=hub,
+        fanout=fanout,
         recall_window_s=settings.recall_window_s,
         max_body_bytes=settings.max_body_bytes,
     )
@@ -143,7 +171,7 @@ async def build_node(settings: Settings) -> Node:
         router=router,
         sync=sync,
         operations=operations,
-        status=StatusService(conversations, hub, typing_interval_s=settings.typing_interval_s),
+        status=StatusService(conversations, fanout, typing_interval_s=settings.typing_interval_s),
         presence=PresenceService(hub.online, debounce_s=settings.presence_debounce_s),
         hub=hub,
         limits=limits,

@@ -6,7 +6,8 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from flare_im.config import Settings
 
@@ -21,6 +22,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", help="where embedded data lives (FLARE_DATA_DIR, default ./flare-data)")
     serve.add_argument("--node-id", type=int, help="0..1023, unique per node (FLARE_NODE_ID, default 0)")
     serve.add_argument("--log-level", help="DEBUG, INFO, WARNING (FLARE_LOG_LEVEL, default INFO)")
+    serve.add_argument("--roles", help="gateway,api (FLARE_ROLES): gateway adds the WebSocket; the API always runs")
+    worker = sub.add_parser("worker", help="run a background role (distributed mode, configured by FLARE_* URLs)")
+    worker.add_argument("role", choices=["store"], help="store: the messages topic into the message store")
+    worker.add_argument("--node-id", type=int, help="0..1023 (FLARE_NODE_ID)")
+    worker.add_argument("--log-level", help="DEBUG, INFO, WARNING (FLARE_LOG_LEVEL, default INFO)")
     migrate = sub.add_parser("migrate", help="apply pending schema migrations to the database (database_url)")
     migrate.add_argument("--data-dir", help="where embedded data lives (FLARE_DATA_DIR, default ./flare-data)")
     migrate.add_argument("--status", action="store_true", help="list applied and pending migrations, change nothing")
@@ -39,11 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as exc:
             print(f"flare: {exc}", file=sys.stderr)
             return 2
-        logging.basicConfig(
-            level=settings.log_level.upper(),
-            format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',
-        )
-        logging.getLogger("picows").setLevel(max(logging.WARNING, logging.getLogger().level))
+        _logging(settings)
         from flare_im.oslimits import raise_fd_limit
 
         raise_fd_limit()
@@ -51,14 +53,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         from flare_im.backends.migrations import SchemaError
 
         try:
-            try:
-                import uvloop
-            except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
-                return asyncio.run(serve(settings))
-            return uvloop.run(serve(settings))
+            return _run(serve(settings))
         except SchemaError as exc:
             print(f"flare: {exc}", file=sys.stderr)
             return 1
+    if args.command == "worker":
+        try:
+            settings = Settings.load({"node_id": args.node_id, "log_level": args.log_level})
+        except ValueError as exc:
+            print(f"flare: {exc}", file=sys.stderr)
+            return 2
+        _logging(settings)
+        from flare_im.distributed import run_store_worker
+
+        try:
+            return _run(run_store_worker(settings))
+        except ValueError as exc:
+            print(f"flare: {exc}", file=sys.stderr)
+            return 2
     if args.command == "migrate":
         return _migrate(args.data_dir, status=args.status)
     if args.command == "bench":
@@ -66,6 +78,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run(args)
     return 2
+
+
+def _logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',
+    )
+    logging.getLogger("picows").setLevel(max(logging.WARNING, logging.getLogger().level))
+    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def _run(main: Coroutine[Any, Any, int]) -> int:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
+        return asyncio.run(main)
+    result: int = uvloop.run(main)
+    return result
 
 
 def _migrate(data_dir: str | None, *, status: bool) -> int:

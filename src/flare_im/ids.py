@@ -62,9 +62,12 @@ class VersionClock:
     reader may hand out as "seen everything up to here" (writes commit in batches, not in version order).
     """
 
-    def __init__(self, floor: int = 0) -> None:
+    def __init__(self, floor: int = 0, *, peers_lag_us: int = 0) -> None:
+        """``peers_lag_us``: with several nodes, writes of other nodes are not tracked here; ``safe`` then
+        stays this far behind the wall clock, the longest a write of another node is expected to take."""
         self._last = floor
         self._in_flight: set[int] = set()
+        self._peers_lag_us = peers_lag_us
 
     def next(self) -> int:
         """A new version that nothing tracks (writers use ``stamped``)."""
@@ -92,7 +95,10 @@ class VersionClock:
     @property
     def safe(self) -> int:
         """Every write stamped with a version <= this one has finished."""
-        return min(self._in_flight) - 1 if self._in_flight else self._last
+        mine = min(self._in_flight) - 1 if self._in_flight else self._last
+        if self._peers_lag_us:
+            return min(mine, time.time_ns() // 1000 - self._peers_lag_us)
+        return mine
 
     @property
     def current(self) -> int:

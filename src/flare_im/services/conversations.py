@@ -8,8 +8,8 @@ Every membership change goes through this service, which keeps the cache in step
 from __future__ import annotations
 
 import asyncio
-import time
 import re
+import time
 from dataclasses import dataclass
 
 from flare_im.backends.relational.base import Member, MembershipStore, UserStore

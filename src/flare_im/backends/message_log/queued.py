@@ -56,7 +56,7 @@ class Publisher(Protocol):
 
     def publish(self, topic: str, key: str, value: bytes) -> Awaitable[Any]: ...
 
-    def partition_for(self, topic: str, key: str) -> int: ...
+    async def partition_for(self, topic: str, key: str) -> int: ...
 
     async def end_offsets(self, topic: str) -> dict[int, int]: ...
 
@@ -185,7 +185,7 @@ class QueuedMessageLog:
 
     async def _caught_up(self, conv: str) -> None:
         """Wait until the store worker has committed everything the queue held for ``conv``'s partition."""
-        partition = self._producer.partition_for(self._topic, conv)
+        partition = await self._producer.partition_for(self._topic, conv)
         end = (await self._producer.end_offsets(self._topic)).get(partition, 0)
         deadline = time.monotonic() + self._catch_up_timeout_s
         while (await self._worker_offsets()).get(partition, 0) < end:

@@ -1,0 +1,132 @@
+"""Backends of a node in distributed mode, built from the settings' URLs (DESIGN.md §5).
+
+Redis (``cache_url``): sequencer, route table, node bus, shared idempotency keys, L0. Kafka (``queue_url``):
+the messages topic. ClickHouse (``message_store_url``): the message store, written by the store worker and
+read by every node for what L0 no longer holds. The relational store (PostgreSQL) is opened by app.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from flare_im.backends.bus.redis import RedisNodeBus
+from flare_im.backends.idempotency.redis import RedisIdempotencyStore
+from flare_im.backends.message_log.base import MessageLog
+from flare_im.backends.message_log.queued import QueuedMessageLog
+from flare_im.backends.message_log.recent_cache import RecentCache
+from flare_im.backends.redis_client import redis_from_url
+from flare_im.backends.routes.redis import RedisRouteTable
+from flare_im.backends.sequencer.redis import RedisSequencer
+from flare_im.config import Settings
+from flare_im.gateway.cluster import ClusterFanout
+from flare_im.gateway.hub import Hub
+
+log = logging.getLogger("flare")
+
+Closer = Callable[[], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class ClusterBackends:
+    log: QueuedMessageLog
+    store: MessageLog
+    sequencer: RedisSequencer
+    idempotency: RedisIdempotencyStore
+    fanout: ClusterFanout
+    hub: Hub
+
+
+async def open_store(url: str, closers: list[Closer]) -> MessageLog:
+    """The message store (ClickHouse server over HTTP, or chdb in-process)."""
+    from flare_im.backends.message_log.clickhouse import ClickHouseConfig, ClickHouseMessageLog
+
+    store = await ClickHouseMessageLog.open(ClickHouseConfig(url=url))
+    closers.append(store.close)
+    return store
+
+
+async def open_cluster(settings: Settings, closers: list[Closer]) -> ClusterBackends:
+    from flare_im.backends.queue.kafka import KafkaProducer, KafkaQueueAdmin, kafka_config_from_url
+
+    prefix = settings.cache_prefix
+    redis = redis_from_url(settings.cache_url, max_connections=256)
+    closers.append(redis.aclose)
+    kafka = kafka_config_from_url(settings.queue_url)
+    admin = KafkaQueueAdmin(kafka)
+    await admin.start()
+    closers.append(admin.close)
+    await admin.ensure_topic(settings.messages_topic, settings.messages_partitions)
+    producer = KafkaProducer(kafka)
+    await producer.start()
+    closers.insert(0, producer.close)  # queued records are acknowledged before anything else closes
+    store = await open_store(settings.message_store_url, closers)
+    cache = RecentCache(redis, prefix, keep=settings.l0_keep)
+    topic, group = settings.messages_topic, settings.store_group
+
+    async def worker_offsets() -> dict[int, int]:
+        return await admin.committed(group, topic)
+
+    log_ = QueuedMessageLog(producer=producer, topic=topic, cache=cache, store=store, worker_offsets=worker_offsets)
+    node = f"node-{settings.node_id}"
+    holder: list[ClusterFanout] = []
+    hub = Hub(on_route=lambda uid, device, up: holder[0].route_changed(uid, device, up))
+    fanout = ClusterFanout(
+        hub,
+        RedisRouteTable(redis, prefix, ttl_s=settings.route_ttl_s),
+        RedisNodeBus(redis, prefix),
+        node,
+        heartbeat_s=settings.route_ttl_s / 3,
+    )
+    holder.append(fanout)
+    await fanout.start()
+    closers.insert(0, fanout.close)
+    return ClusterBackends(
+        log=log_,
+        store=store,
+        sequencer=RedisSequencer(redis, log_.max_seq, prefix),
+        idempotency=RedisIdempotencyStore(redis, prefix),
+        fanout=fanout,
+        hub=hub,
+    )
+
+
+async def run_store_worker(settings: Settings) -> int:
+    """``flare worker store``: consume the messages topic into the store until SIGINT/SIGTERM."""
+    from flare_im.backends.queue.kafka import KafkaConsumer, KafkaQueueAdmin, kafka_config_from_url
+    from flare_im.workers.store import StoreWorker
+
+    if not settings.distributed:
+        raise ValueError("flare worker store needs cache_url, queue_url and a clickhouse:// message_store_url")
+    closers: list[Closer] = []
+    kafka = kafka_config_from_url(settings.queue_url)
+    admin = KafkaQueueAdmin(kafka)
+    await admin.start()
+    try:
+        await admin.ensure_topic(settings.messages_topic, settings.messages_partitions)
+    finally:
+        await admin.close()
+    store = await open_store(settings.message_store_url, closers)
+    consumer = KafkaConsumer(kafka, [settings.messages_topic], settings.store_group)
+    await consumer.start()
+    worker = StoreWorker(consumer, store)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    task = asyncio.ensure_future(worker.run())
+    print(f"flare worker ready store group={settings.store_group} topic={settings.messages_topic}", flush=True)
+    await asyncio.wait([task, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+    await consumer.close()  # uncommitted records go to the next member of the group
+    with contextlib.suppress(asyncio.CancelledError):
+        task.cancel()
+        await task
+    for close in closers:
+        await close()
+    log.info("store worker stopped: %d events in %d batches", worker.written, worker.batches)
+    return 0
