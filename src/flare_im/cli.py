@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
@@ -27,6 +28,13 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("role", choices=["store"], help="store: the messages topic into the message store")
     worker.add_argument("--node-id", type=int, help="0..1023 (FLARE_NODE_ID)")
     worker.add_argument("--log-level", help="DEBUG, INFO, WARNING (FLARE_LOG_LEVEL, default INFO)")
+    dev = sub.add_parser("dev", help="development tools")
+    dev_sub = dev.add_subparsers(dest="tool", required=True)
+    cluster = dev_sub.add_parser("cluster", help="N nodes + store worker behind HAProxy on scripts/services.sh engines")
+    cluster.add_argument("--nodes", type=int, default=2)
+    cluster.add_argument("--dir", default=".cluster", help="logs and node data")
+    cluster.add_argument("--api-port", type=int, default=8080, help="HAProxy's API port")
+    cluster.add_argument("--ws-port", type=int, default=8081, help="HAProxy's WebSocket port")
     migrate = sub.add_parser("migrate", help="apply pending schema migrations to the database (database_url)")
     migrate.add_argument("--data-dir", help="where embedded data lives (FLARE_DATA_DIR, default ./flare-data)")
     migrate.add_argument("--status", action="store_true", help="list applied and pending migrations, change nothing")
@@ -71,6 +79,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as exc:
             print(f"flare: {exc}", file=sys.stderr)
             return 2
+    if args.command == "dev":
+        from pathlib import Path
+
+        from flare_im.devcluster import run as run_cluster
+
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        return run_cluster(args.nodes, Path(args.dir), args.api_port, args.ws_port)
     if args.command == "migrate":
         return _migrate(args.data_dir, status=args.status)
     if args.command == "bench":

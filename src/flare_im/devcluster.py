@@ -175,3 +175,60 @@ def _wait_http(url: str, timeout: float = 20) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"{url} did not answer")
         time.sleep(0.1)
+
+
+# Where scripts/services.sh runs the engines (docs/development.md).
+DEV_ENGINES = {
+    "FLARE_DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/flare_dev",
+    "FLARE_MESSAGE_STORE_URL": "clickhouse://127.0.0.1:18123/flare_dev",
+    "FLARE_CACHE_URL": "redis://127.0.0.1:6379/0",
+    "FLARE_QUEUE_URL": "kafka://127.0.0.1:19092",
+}
+
+
+def prepare_engines(env: dict[str, str]) -> None:
+    """Create the PostgreSQL and ClickHouse databases the URLs name, if missing."""
+    import asyncio
+
+    import asyncpg
+
+    database_url = env["FLARE_DATABASE_URL"]
+    base, name = database_url.rsplit("/", 1)
+
+    async def create() -> None:
+        conn = await asyncpg.connect(f"{base}/postgres")
+        try:
+            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+                await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    store = env["FLARE_MESSAGE_STORE_URL"]
+    if store.startswith("clickhouse://"):
+        host, database = store.split("://", 1)[1].split("/", 1)
+        request = urllib.request.Request(f"http://{host}/", data=f"CREATE DATABASE IF NOT EXISTS {database}".encode())
+        with urllib.request.urlopen(request, timeout=30):
+            pass
+
+
+def run(nodes: int, directory: Path, api_port: int, ws_port: int) -> int:
+    """``flare dev cluster``: run until Ctrl-C, printing where clients connect."""
+    env = {**DEV_ENGINES, **{k: v for k, v in os.environ.items() if k.startswith("FLARE_")}}
+    env.setdefault("FLARE_JWT_SECRET", "dev-cluster-secret-change-me-0123456789")
+    env.setdefault("FLARE_ADMIN_KEY", "dev-cluster-admin-key")
+    env["FLARE_PUBLIC_WS_URL"] = f"ws://127.0.0.1:{ws_port}/v1/ws"
+    prepare_engines(env)
+    directory.mkdir(parents=True, exist_ok=True)
+    cluster = Cluster(directory, env, api_port=api_port, ws_port=ws_port)
+    try:
+        cluster.start(nodes)
+        print(
+            f"flare cluster ready api={cluster.api_url} ws={cluster.ws_url} nodes={nodes} admin_key="
+            f"{env['FLARE_ADMIN_KEY']} logs={directory}",
+            flush=True,
+        )
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    finally:
+        cluster.stop()
+    return 0
