@@ -9,6 +9,10 @@ below (``open`` connects a new client to the same database/keyspace, ``close`` d
 disconnects every client and wipes what the test wrote; ``commits`` may return None), then add its name to the
 ``*_BACKENDS`` list of the port and a branch to its ``_make_*`` function.
 
+Queue harnesses (memory, Kafka) differ: they open producers and consumers (``producer()``, ``consumer(topics,
+group)``) and make topics and group names unique to the test (``topic(partitions)``, ``group()``); the Kafka one
+deletes the test's topics at the end.
+
 Redis harnesses: every test gets a random key prefix on the test database (``FLARE_TEST_REDIS_URL``, default
 db 15), so runs sharing one Redis never meet; ``flush`` deletes that prefix's keys (what a Redis restarted
 empty looks like to the adapters, without FLUSHDB wiping other runs) and ``close_all`` does it at the end.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import os
 import uuid
@@ -29,6 +34,7 @@ from typing import Any
 import pytest
 import redis
 from redis.asyncio import Redis
+from tests.services import require
 
 from flare_im.backends.bus.memory import MemoryBroker, MemoryNodeBus
 from flare_im.backends.bus.redis import RedisNodeBus
@@ -36,6 +42,8 @@ from flare_im.backends.idempotency.memory import MemoryIdempotencyState, MemoryI
 from flare_im.backends.idempotency.redis import RedisIdempotencyStore
 from flare_im.backends.message_log.base import MessageLog
 from flare_im.backends.message_log.sqlite import SqliteMessageLog
+from flare_im.backends.queue.kafka import KafkaConsumer, KafkaProducer, KafkaQueueAdmin, kafka_config_from_url
+from flare_im.backends.queue.memory import MemoryConsumer, MemoryProducer, MemoryQueueAdmin, MemoryQueueBroker
 from flare_im.backends.ratelimit.memory import MemoryRateLimiter, MemoryRateState
 from flare_im.backends.ratelimit.redis import RedisRateLimiter
 from flare_im.backends.redis_client import redis_from_url
@@ -450,6 +458,147 @@ async def redis_backend() -> AsyncIterator[Any]:
     """For tests of one Redis adapter's own options: ``open(build)`` calls ``build(client, prefix)`` with a
     new client under the test's key prefix; ``flush``/``close_all`` as above."""
     backend = _RedisHarness(lambda client, prefix, build: build(client, prefix))
+    try:
+        yield backend
+    finally:
+        await backend.close_all()
+
+
+# ---------------------------------------------------------------- durable queue
+
+
+class _QueueHarness:
+    """Opens started producers and consumers of one queue backend, and makes topics and groups with names
+    unique to the test, so runs sharing one broker never meet. ``close_all`` closes everything it opened."""
+
+    name = ""
+
+    def __init__(self) -> None:
+        self._run = uuid.uuid4().hex[:12]
+        self._names = 0
+        self._admin: Any = None
+        self._opened: list[Any] = []
+        self.topics: list[str] = []
+
+    def _unique(self, kind: str) -> str:
+        self._names += 1
+        return f"flare-test-{self._run}-{kind}{self._names}"
+
+    async def admin(self) -> Any:
+        """The test's started admin (one per test)."""
+        if self._admin is None:
+            self._admin = self._new_admin()
+            await self._admin.start()
+        return self._admin
+
+    def topic_name(self) -> str:
+        """A topic name no other test uses (deleted at the end of the test if it was created)."""
+        name = self._unique("topic")
+        self.topics.append(name)
+        return name
+
+    async def topic(self, partitions: int = 4) -> str:
+        """A new topic with ``partitions`` partitions."""
+        name = self.topic_name()
+        assert await (await self.admin()).ensure_topic(name, partitions) == partitions
+        return name
+
+    def group(self) -> str:
+        return self._unique("group")
+
+    async def producer(self) -> Any:
+        producer = self._new_producer()
+        await producer.start()
+        self._opened.append(producer)
+        return producer
+
+    async def consumer(self, topics: list[str], group: str) -> Any:
+        consumer = self._new_consumer(topics, group)
+        await consumer.start()
+        self._opened.append(consumer)
+        return consumer
+
+    async def close_all(self) -> None:
+        while self._opened:
+            await self._opened.pop().close()
+        if self._admin is not None:
+            await self._cleanup(self._admin)
+            await self._admin.close()
+
+    def _new_admin(self) -> Any:
+        raise NotImplementedError
+
+    def _new_producer(self) -> Any:
+        raise NotImplementedError
+
+    def _new_consumer(self, topics: list[str], group: str) -> Any:
+        raise NotImplementedError
+
+    async def _cleanup(self, admin: Any) -> None:
+        pass
+
+
+class _MemoryQueueHarness(_QueueHarness):
+    name = "memory"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.broker = MemoryQueueBroker()
+
+    def _new_admin(self) -> Any:
+        return MemoryQueueAdmin(self.broker)
+
+    def _new_producer(self) -> Any:
+        return MemoryProducer(self.broker)
+
+    def _new_consumer(self, topics: list[str], group: str) -> Any:
+        return MemoryConsumer(self.broker, topics, group)
+
+
+# tansu needs a session timeout of at least a second; a join then takes about one second.
+KAFKA_TEST_OPTIONS = {"session_timeout_ms": 1000, "heartbeat_interval_ms": 100, "fetch_max_wait_ms": 50}
+
+
+class _KafkaQueueHarness(_QueueHarness):
+    """Kafka (tansu in CI) at FLARE_TEST_KAFKA_URL; deletes the test's topics at the end."""
+
+    name = "kafka"
+
+    def __init__(self) -> None:
+        super().__init__()
+        url = require("kafka")
+        self.config = dataclasses.replace(kafka_config_from_url(url), **KAFKA_TEST_OPTIONS)
+
+    def _new_admin(self) -> Any:
+        return KafkaQueueAdmin(self.config)
+
+    def _new_producer(self) -> Any:
+        return KafkaProducer(self.config)
+
+    def _new_consumer(self, topics: list[str], group: str) -> Any:
+        return KafkaConsumer(self.config, topics, group)
+
+    async def _cleanup(self, admin: Any) -> None:
+        if self.topics:
+            await admin.delete_topics(self.topics)
+
+
+QUEUE_BACKENDS = ["memory", "kafka"]
+
+
+def _make_queue_backend(name: str) -> _QueueHarness:
+    if name == "memory":
+        return _MemoryQueueHarness()
+    if name == "kafka":
+        return _KafkaQueueHarness()
+    raise AssertionError(f"no harness for queue backend {name!r}")
+
+
+@pytest.fixture(params=QUEUE_BACKENDS)
+async def queue_backend(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """Opens started producers (``producer()``) and consumers (``consumer(topics, group)``) over one broker,
+    with new topics (``topic(partitions)``) and group names (``group()``) per test."""
+    backend = _make_queue_backend(request.param)
     try:
         yield backend
     finally:
