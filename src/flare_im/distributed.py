@@ -51,7 +51,12 @@ async def open_store(url: str, closers: list[Closer]) -> MessageLog:
 
 
 async def open_cluster(settings: Settings, closers: list[Closer]) -> ClusterBackends:
-    from flare_im.backends.queue.kafka import KafkaProducer, KafkaQueueAdmin, kafka_config_from_url
+    from flare_im.backends.queue.kafka import (
+        KafkaGroupOffsets,
+        KafkaProducer,
+        KafkaQueueAdmin,
+        kafka_config_from_url,
+    )
 
     prefix = settings.cache_prefix
     redis = redis_from_url(settings.cache_url, max_connections=256)
@@ -59,17 +64,22 @@ async def open_cluster(settings: Settings, closers: list[Closer]) -> ClusterBack
     kafka = kafka_config_from_url(settings.queue_url)
     admin = KafkaQueueAdmin(kafka)
     await admin.start()
-    closers.append(admin.close)
-    await admin.ensure_topic(settings.messages_topic, settings.messages_partitions)
+    try:
+        await admin.ensure_topic(settings.messages_topic, settings.messages_partitions)
+    finally:
+        await admin.close()
+    offsets = KafkaGroupOffsets(kafka, settings.store_group)
+    await offsets.start()
+    closers.append(offsets.close)
     producer = KafkaProducer(kafka)
     await producer.start()
     closers.insert(0, producer.close)  # queued records are acknowledged before anything else closes
     store = await open_store(settings.message_store_url, closers)
     cache = RecentCache(redis, prefix, keep=settings.l0_keep)
-    topic, group = settings.messages_topic, settings.store_group
+    topic = settings.messages_topic
 
     async def worker_offsets() -> dict[int, int]:
-        return await admin.committed(group, topic)
+        return await offsets.committed(topic)
 
     log_ = QueuedMessageLog(producer=producer, topic=topic, cache=cache, store=store, worker_offsets=worker_offsets)
     node = f"node-{settings.node_id}"

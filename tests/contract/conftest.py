@@ -233,17 +233,98 @@ class _RedisHarness:
 # ---------------------------------------------------------------- message log
 
 # Distributed adapters go here: "clickhouse" (message log), with a harness as described above.
-MESSAGE_LOG_BACKENDS = ["sqlite"]
+MESSAGE_LOG_BACKENDS = ["sqlite", "queued"]
 
 
-def _make_message_log_backend(name: str, tmp_path: Path) -> _SqliteHarness:
+class _QueuedLogHarness:
+    """A gateway's distributed message log: the queue (in-process twin), L0 on Redis, and a store (SQLite
+    here; ClickHouse has its own harness) written by a store worker running beside it, as in a cluster."""
+
+    name = "queued"
+    topic = "messages"
+    group = "store"
+
+    def __init__(self, tmp_path: Path) -> None:
+        require_redis()
+        self._store_path = tmp_path / "store.db"
+        self.prefix = f"flare-test:{uuid.uuid4().hex}:"
+        self.broker = MemoryQueueBroker()
+        self.broker.create_topic(self.topic, 4)
+        self._opened: dict[int, tuple[Any, ...]] = {}
+        self._store_db: SqliteDatabase | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._consumer: MemoryConsumer | None = None
+
+    async def _start_worker(self) -> SqliteMessageLog:
+        if self._store_db is None:
+            from flare_im.workers.store import StoreWorker
+
+            self._store_db = SqliteDatabase(SqliteConfig(path=str(self._store_path)))
+            self.store = SqliteMessageLog(self._store_db)
+            self._store_db.start()
+            self._consumer = MemoryConsumer(self.broker, [self.topic], self.group)
+            await self._consumer.start()
+            self._worker = asyncio.ensure_future(StoreWorker(self._consumer, self.store).run())
+        return self.store
+
+    async def open(self) -> Any:
+        from flare_im.backends.message_log.queued import QueuedMessageLog
+        from flare_im.backends.message_log.recent_cache import RecentCache
+
+        store = await self._start_worker()
+        client = redis_from_url(REDIS_URL)
+        producer = MemoryProducer(self.broker)
+        await producer.start()
+        offsets = MemoryConsumer(self.broker, [self.topic], self.group)
+
+        async def worker_offsets() -> dict[int, int]:
+            return await offsets.committed(self.topic)
+
+        log = QueuedMessageLog(
+            producer=producer,
+            topic=self.topic,
+            cache=RecentCache(client, self.prefix, keep=20),
+            store=store,
+            worker_offsets=worker_offsets,
+            catch_up_timeout_s=5,
+        )
+        self._opened[id(log)] = (client, producer)
+        return log
+
+    async def close(self, adapter: Any) -> None:
+        client, producer = self._opened.pop(id(adapter))
+        await producer.close()
+        await client.aclose()
+
+    async def close_all(self) -> None:
+        for key in list(self._opened):
+            client, producer = self._opened.pop(key)
+            await producer.close()
+            await client.aclose()
+        if self._worker is not None:
+            assert self._consumer is not None
+            await self._consumer.close()
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        if self._store_db is not None:
+            await self._store_db.close()
+        await delete_prefix(self.prefix)
+
+    def commits(self, adapter: Any) -> int | None:
+        return None
+
+
+def _make_message_log_backend(name: str, tmp_path: Path) -> Any:
     if name == "sqlite":
         return _SqliteHarness(tmp_path / "t.db", SqliteMessageLog)
+    if name == "queued":
+        return _QueuedLogHarness(tmp_path)
     raise AssertionError(f"no harness for message log backend {name!r}")
 
 
 @pytest.fixture(params=MESSAGE_LOG_BACKENDS)
-async def message_log_backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[_SqliteHarness]:
+async def message_log_backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
     backend = _make_message_log_backend(request.param, tmp_path)
     try:
         yield backend
@@ -252,7 +333,7 @@ async def message_log_backend(request: pytest.FixtureRequest, tmp_path: Path) ->
 
 
 @pytest.fixture
-async def message_log(message_log_backend: _SqliteHarness) -> MessageLog:
+async def message_log(message_log_backend: Any) -> MessageLog:
     log: MessageLog = await message_log_backend.open()
     return log
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any, Protocol
 
-from flare_im.backends.message_log.base import MessageLog, VersionConflict
+from flare_im.backends.message_log.base import MessageLog, SeqTaken, VersionConflict
 from flare_im.backends.message_log.queued import LogRecord, decode_record
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,11 @@ class Consumer(Protocol):
     def batches(self, max_records: int, timeout_s: float) -> AsyncIterator[Batch]: ...
 
 
+# What the store refuses for good (another event at the seq, an op on a changed or missing target): logged
+# and skipped, where an unavailable store is retried.
+_REFUSED = (SeqTaken, VersionConflict, LookupError, sqlite3.IntegrityError)
+
+
 class StoreWorker:
     def __init__(self, consumer: Consumer, store: MessageLog, *, max_records: int = 5000) -> None:
         self._consumer = consumer
@@ -42,7 +48,9 @@ class StoreWorker:
         self.batches = 0
 
     async def run(self) -> None:
-        async for batch in self._consumer.batches(self._max_records, 0.05):
+        async for batch in self._consumer.batches(self._max_records, 0.5):
+            if not batch.records:  # nothing arrived for a while
+                continue
             records = [decode_record(r.value) for r in batch.records]
             while True:
                 try:
@@ -74,7 +82,7 @@ class StoreWorker:
                 pending.append((r, self._store.apply(m, change, r.version)))
         results = await asyncio.gather(*(w for _, w in pending), return_exceptions=True)
         for (r, _), result in zip(pending, results, strict=True):
-            if isinstance(result, VersionConflict | LookupError):
+            if isinstance(result, _REFUSED):
                 # The gateway checked this op against every node (L0 compare-and-set); a conflict here means
                 # the store lost a write it had acknowledged. Keep going, loudly.
                 log.error("event %s#%d not applied: %r", r.message.conv, r.message.seq, result)

@@ -43,6 +43,10 @@ class Revision:
     ts: int  # when this version was written (the message's ts for version 1, else its edit time)
 
 
+class SeqTaken(Exception):
+    """Another event is stored at this seq of the conversation (appends never overwrite)."""
+
+
 class VersionConflict(Exception):
     """A content change was based on a version that is no longer the target's current one."""
 

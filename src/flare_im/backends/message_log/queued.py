@@ -89,7 +89,9 @@ class QueuedMessageLog:
         return self._then_cache(published, message, version)
 
     async def _then_cache(self, published: Awaitable[Any], message: Message, version: int) -> None:
-        await published  # durable first: L0 never shows what the queue has not acknowledged
+        # Durable first: L0 never shows what the queue has not acknowledged. The queue acknowledges one
+        # conversation's records in publish order, so its L0 writes are queued in call order too.
+        await published
         await self._cache.put(message, version)
 
     def apply(self, event: Message, change: Change, version: int) -> Awaitable[None]:

@@ -9,10 +9,13 @@ surely applied them. Redis is a cache: whatever is missing here is read from the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Awaitable, Sequence
+from typing import Any
 
 import msgspec
 
+from flare_im.backends.message_log.base import SeqTaken
 from flare_im.backends.redis_client import RedisOwner, RedisSource, key_part
 from flare_im.protocol.frames import Message
 
@@ -31,6 +34,10 @@ if head then
   version = tonumber(string.sub(head, sep + 1))
 end
 local keep = tonumber(ARGV[4])
+local held = redis.call('HGET', KEYS[1], ARGV[1])
+if held and held ~= ARGV[2] then
+  return -1
+end
 if seq > max_seq - keep then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 end
@@ -90,6 +97,8 @@ class RecentCache:
         self.keep = keep
         self._ttl_ms = int(ttl_s * 1000)
         self._patch_ttl_ms = int(patch_ttl_s * 1000)
+        self._queue: list[tuple[Any, list[str], list[Any], Message, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Future[None] | None = None
 
     async def aclose(self) -> None:
         await self._owner.aclose()
@@ -100,19 +109,48 @@ class RecentCache:
     def _patches(self, conv: str) -> str:
         return f"{self._prefix}l0p:{key_part(conv)}"
 
-    async def put(self, message: Message, version: int) -> None:
-        """Add a new event (the conversation's head moves to it)."""
-        await self._put(
-            keys=[self._events(message.conv)],
-            args=[message.seq, _encode(message), version, self.keep, self._ttl_ms],
-        )
+    def put(self, message: Message, version: int) -> Awaitable[None]:
+        """Add a new event (the conversation's head moves to it). Raises SeqTaken when L0 holds another
+        event at its seq (putting the same event again changes nothing). Writes are applied in call order."""
+        args = [message.seq, _encode(message), version, self.keep, self._ttl_ms]
+        return self._ordered(self._put, [self._events(message.conv)], args, message)
 
-    async def update(self, target: Message) -> None:
-        """Store the new state of an earlier event (an operation changed it)."""
-        await self._update(
-            keys=[self._events(target.conv), self._patches(target.conv)],
-            args=[target.seq, _encode(target), self._patch_ttl_ms],
-        )
+    def update(self, target: Message) -> Awaitable[None]:
+        """Store the new state of an earlier event (an operation changed it), in call order with ``put``."""
+        args = [target.seq, _encode(target), self._patch_ttl_ms]
+        return self._ordered(self._update, [self._events(target.conv), self._patches(target.conv)], args, target)
+
+    def _ordered(self, script: Any, keys: list[str], args: list[Any], message: Message) -> Awaitable[None]:
+        # One pipeline per flush on one connection: Redis runs the scripts in the order they were called,
+        # which several pooled connections would not guarantee.
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((script, keys, args, message, fut))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._flush())
+        return fut
+
+    async def _flush(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue, []
+            pipe = self._owner.redis.pipeline(transaction=False)
+            try:
+                for script, keys, args, _, _ in batch:
+                    await script(keys=keys, args=args, client=pipe)  # queues EVALSHA on the pipeline
+                results = await pipe.execute(raise_on_error=False)
+            except Exception as exc:
+                for *_, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for (script, _, _, message, fut), result in zip(batch, results, strict=True):
+                if fut.done():
+                    continue
+                if isinstance(result, Exception):
+                    fut.set_exception(result)
+                elif script is self._put and int(result) == -1:
+                    fut.set_exception(SeqTaken(f"{message.conv}#{message.seq} holds another event"))
+                else:
+                    fut.set_result(None)
 
     async def claim_version(self, conv: str, seq: int, read_version: int, new_version: int) -> int | None:
         """Move message ``seq`` from ``new_version - 1`` to ``new_version`` for every node at once; None on

@@ -379,3 +379,43 @@ class KafkaConsumer:
         self._closed = True
         if self._consumer is not None:
             await self._consumer.stop()  # leaves the group: the partitions go to the other members at once
+
+
+class KafkaGroupOffsets:
+    """Reads a consumer group's committed offsets without joining the group (a gateway node asking how far
+    the store worker is). aiokafka's admin call for this cannot decode tansu's reply; a consumer that never
+    subscribes asks the group coordinator directly and takes no partitions."""
+
+    def __init__(self, config: KafkaConfig, group: str) -> None:
+        self._config = config
+        self._group = group
+        self._consumer: Any = None
+
+    async def start(self) -> None:
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._config.bootstrap_servers,
+            client_id=f"{self._config.client_id}-offsets",
+            group_id=self._group,
+            enable_auto_commit=False,
+        )
+        await self._consumer.start()
+
+    async def committed(self, topic: str) -> dict[int, int]:
+        partitions = self._consumer.partitions_for_topic(topic)
+        if partitions is None:
+            await self._consumer.topics()
+            partitions = self._consumer.partitions_for_topic(topic) or set()
+        offsets: dict[int, int] = {}
+        for partition in sorted(partitions):
+            try:
+                offset = await self._consumer.committed(KafkaTopicPartition(topic, partition))
+            except KafkaError as exc:
+                raise QueueError(f"committed offsets of {self._group}/{topic}: {exc}") from exc
+            if offset is not None:
+                offsets[partition] = int(offset)
+        return offsets
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            consumer, self._consumer = self._consumer, None
+            await consumer.stop()
