@@ -4,7 +4,10 @@ Tables and why they look as they do: clickhouse_schema.py. A change to a row (ed
 scrubbing a recall does) is a new version of that row; every read returns the latest version.
 
 Writes go through one writer task per adapter, in call order. Appends queued while the writer is busy join one
-batch: one INSERT for all of them (group insert). An ``apply`` is a write of its own between two batches.
+batch: one INSERT for all of them (group insert). An ``apply`` is a write of its own between two batches. Every
+INSERT makes a new part per table, which ClickHouse merges in the background: it wants few large inserts, not
+many small ones. The store worker hands over a Kafka batch at a time, and under load batches grow by themselves
+(the writer is busy longer, more appends queue up).
 
 ClickHouse has no unique constraint, so before a batch is inserted the writer looks up which of its
 ``(conv, seq)`` are stored already: an exact replay (same ``msg_id``) succeeds and writes nothing again (the
@@ -20,8 +23,9 @@ What this adapter does not guarantee, plainly:
   ``messages`` with the event and every row it changes, then the derived rows (client ids, references,
   heads), which a replay writes again. One INSERT is atomic only within one partition: an operation on a
   message from an earlier month writes two parts, and a crash between them leaves the event without its change.
-- Durability beyond the server's: an INSERT is acknowledged once the server wrote the part, not fsynced.
-  In distributed mode the durable log is Kafka (``acks=all``); this table is what the store worker builds from it.
+- Durability beyond the server's: an INSERT is acknowledged once the server has written the part; whether
+  it was fsynced is the server's setting (not by default). In distributed mode the durable log is Kafka
+  (``acks=all``); these tables are what the store worker builds from it.
 - Text gone at once on disk: a recall hides the text from every read at once; the older row versions that
   still hold it disappear when ClickHouse merges the parts (``OPTIMIZE TABLE ... FINAL`` forces it).
 """
@@ -221,8 +225,9 @@ class ClickHouseMessageLog:
         return future
 
     def apply(self, event: Message, change: Change, version: int) -> Awaitable[None]:
+        row = _new_row(event, version, target=change.target)
         future = self._queued()
-        self._pending.append(_Apply(_new_row(event, version, target=change.target), change, future))
+        self._pending.append(_Apply(row, change, future))
         return future
 
     def _queued(self) -> asyncio.Future[None]:
