@@ -7,10 +7,11 @@ changed row is a new row with a larger ``row_version``; ReplacingMergeTree keeps
 merges parts, and until then every read picks the latest itself (``LATEST_BY``).
 
 Latest version on read: ``ORDER BY ..., row_version DESC LIMIT 1 BY <key>``, not ``FINAL``. Measured on 18.16
-(2 M messages in 2000 conversations over 13 monthly partitions, 57 parts, 10% of rows in two versions; a page
-of 50 messages): FINAL 120-130 ms, argMax per column or of a tuple 20-25 ms, LIMIT 1 BY 20-22 ms (median of 40;
-with index_granularity 1024 as below: FINAL 40-52 ms, LIMIT 1 BY 15-17 ms). 18.16 merges every selected
-range in one thread for FINAL; LIMIT 1 BY sorts only the rows the primary key selected.
+(2 M messages in 2000 conversations over 13 monthly partitions, ~60 parts, 10% of rows in two versions; a page
+of 50 messages, medians): with the default 8192-row granules, FINAL 120-130 ms, argMax per column or of a tuple
+20-25 ms, LIMIT 1 BY 20-22 ms; with the 1024-row granules used below, FINAL 40-67 ms, LIMIT 1 BY 15-28 ms
+(bench/clickhouse_log.py measures the latter). 18.16 merges every selected range in one thread for FINAL;
+LIMIT 1 BY sorts only the rows the primary key selected. argMax is as fast but needs one aggregate per column.
 
 Column codecs: ClickHouse 18.16 has no ``CODEC`` clause (a syntax error), so ``schema(codecs=False)`` relies
 on the server's default compression (LZ4) there, and the adapter asks for codecs only from 20.1 on (every codec
