@@ -13,6 +13,11 @@ Queue harnesses (memory, Kafka) differ: they open producers and consumers (``pro
 group)``) and make topics and group names unique to the test (``topic(partitions)``, ``group()``); the Kafka one
 deletes the test's topics at the end.
 
+ClickHouse harnesses (message log): "clickhouse" is the ClickHouse server of ``scripts/services.sh start``
+(``FLARE_TEST_CLICKHOUSE_URL``); every test gets its own database, created on first ``open`` and dropped by
+``close_all``, so parallel runs never meet. "chdb" is current ClickHouse in-process, on a directory of the test's
+tmp_path. ``commits`` reports the adapter's INSERTs into the messages table (its group insert).
+
 Redis harnesses: every test gets a random key prefix on the test database (``FLARE_TEST_REDIS_URL``, default
 db 15), so runs sharing one Redis never meet; ``flush`` deletes that prefix's keys (what a Redis restarted
 empty looks like to the adapters, without FLUSHDB wiping other runs) and ``close_all`` does it at the end.
@@ -30,6 +35,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
@@ -38,9 +44,11 @@ from tests.services import require
 
 from flare_im.backends.bus.memory import MemoryBroker, MemoryNodeBus
 from flare_im.backends.bus.redis import RedisNodeBus
+from flare_im.backends.clickhouse_client import connect as clickhouse_connect
 from flare_im.backends.idempotency.memory import MemoryIdempotencyState, MemoryIdempotencyStore
 from flare_im.backends.idempotency.redis import RedisIdempotencyStore
 from flare_im.backends.message_log.base import MessageLog
+from flare_im.backends.message_log.clickhouse import ClickHouseConfig, ClickHouseMessageLog
 from flare_im.backends.message_log.sqlite import SqliteMessageLog
 from flare_im.backends.queue.kafka import KafkaConsumer, KafkaProducer, KafkaQueueAdmin, kafka_config_from_url
 from flare_im.backends.queue.memory import MemoryConsumer, MemoryProducer, MemoryQueueAdmin, MemoryQueueBroker
@@ -232,10 +240,8 @@ class _RedisHarness:
 
 # ---------------------------------------------------------------- message log
 
+
 # Distributed adapters go here: "clickhouse" (message log), with a harness as described above.
-MESSAGE_LOG_BACKENDS = ["sqlite", "queued"]
-
-
 class _QueuedLogHarness:
     """A gateway's distributed message log: the queue (in-process twin), L0 on Redis, and a store (SQLite
     here; ClickHouse has its own harness) written by a store worker running beside it, as in a cluster."""
@@ -315,16 +321,74 @@ class _QueuedLogHarness:
         return None
 
 
-def _make_message_log_backend(name: str, tmp_path: Path) -> Any:
+class _ClickHouseHarness:
+    """Opens ClickHouseMessageLog adapters over one database: a fresh one on the server (dropped at the end),
+    or a chdb directory."""
+
+    def __init__(self, name: str, url: str, *, server: str | None = None) -> None:
+        """``url``: what each adapter opens; ``server``: a URL of the server on which ``url``'s database is
+        created first and dropped by ``close_all`` (None for chdb)."""
+        self.name = name
+        self.url = url
+        self._server = server
+        self._created = False
+        self._opened: list[ClickHouseMessageLog] = []
+
+    def _database(self) -> str:
+        return urlsplit(self.url).path.strip("/")
+
+    async def open(self) -> ClickHouseMessageLog:
+        if self._server is not None and not self._created:
+            await _clickhouse_statement(self._server, f"CREATE DATABASE {self._database()}")
+            self._created = True
+        log = await ClickHouseMessageLog.open(ClickHouseConfig(url=self.url))
+        self._opened.append(log)
+        return log
+
+    async def close(self, adapter: ClickHouseMessageLog) -> None:
+        self._opened.remove(adapter)
+        await adapter.close()
+
+    async def close_all(self) -> None:
+        while self._opened:
+            await self._opened.pop().close()
+        if self._server is not None and self._created:
+            await _clickhouse_statement(self._server, f"DROP DATABASE IF EXISTS {self._database()}")
+
+    def commits(self, adapter: ClickHouseMessageLog) -> int | None:
+        return adapter.batches
+
+
+async def _clickhouse_statement(server: str, sql: str) -> None:
+    client = clickhouse_connect(server)
+    try:
+        await client.query(sql)
+    finally:
+        await client.close()
+
+
+MESSAGE_LOG_BACKENDS = ["sqlite", "queued", "clickhouse", "chdb"]
+
+MessageLogHarness = _SqliteHarness | _QueuedLogHarness | _ClickHouseHarness
+
+
+def _make_message_log_backend(name: str, tmp_path: Path) -> MessageLogHarness:
     if name == "sqlite":
         return _SqliteHarness(tmp_path / "t.db", SqliteMessageLog)
     if name == "queued":
         return _QueuedLogHarness(tmp_path)
+    if name == "clickhouse":
+        server = require("clickhouse")
+        parts = urlsplit(server)
+        url = urlunsplit((parts.scheme, parts.netloc, f"/flare_test_{uuid.uuid4().hex}", "", ""))
+        return _ClickHouseHarness(name, url, server=server)
+    if name == "chdb":
+        return _ClickHouseHarness(name, f"chdb:///{tmp_path / 'chdb'}")  # chdb:////abs/dir, like sqlite://
     raise AssertionError(f"no harness for message log backend {name!r}")
 
 
 @pytest.fixture(params=MESSAGE_LOG_BACKENDS)
-async def message_log_backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+async def message_log_backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MessageLogHarness]:
     backend = _make_message_log_backend(request.param, tmp_path)
     try:
         yield backend
@@ -332,8 +396,19 @@ async def message_log_backend(request: pytest.FixtureRequest, tmp_path: Path) ->
         await backend.close_all()
 
 
+@pytest.fixture(params=["clickhouse", "chdb"])
+async def clickhouse_backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[_ClickHouseHarness]:
+    """For tests of the ClickHouse adapter's own promises (replays, schema): its two harnesses above."""
+    backend = _make_message_log_backend(request.param, tmp_path)
+    assert isinstance(backend, _ClickHouseHarness)
+    try:
+        yield backend
+    finally:
+        await backend.close_all()
+
+
 @pytest.fixture
-async def message_log(message_log_backend: Any) -> MessageLog:
+async def message_log(message_log_backend: MessageLogHarness) -> MessageLog:
     log: MessageLog = await message_log_backend.open()
     return log
 

@@ -233,6 +233,23 @@ async def test_recent_client_ids_newest_first_since_and_limit(message_log: Messa
     assert await message_log.recent_client_ids(base + 4001, 10) == []
 
 
+async def test_any_text_round_trips(message_log: MessageLog) -> None:
+    # Conversation ids, senders and client ids are caller-given text: quotes, backslashes, control characters.
+    conv = "g:o'brien\\'; --\n\t\"✓\"\x00"
+    sender, cmid = "bo'b\\", "c'1\\'\x00"
+    m = mk(conv, 1, sender=sender, cmid=cmid, body={"text": 'it\'s \\ "quoted"\n\x00', "k'\\": ["\u2028"]})
+    await message_log.append(m, 10)
+
+    assert await message_log.get(conv, [1]) == [m]
+    assert await message_log.range(conv, after=0, before=BEFORE_ALL, limit=10, newest=True) == [m]
+    assert await message_log.find_by_client_id(sender, cmid) == m
+    assert await message_log.find_by_client_id(sender, "c'1") is None
+    assert (await message_log.heads([conv, "g:o"]))[conv].last == m
+    assert await message_log.max_seq(conv) == 1
+    assert await message_log.max_seq("g:o'brien") == 0
+    assert await message_log.recent_client_ids(0, 10) == [(sender, cmid)]
+
+
 # ---------------------------------------------------------------- concurrency and durability
 
 

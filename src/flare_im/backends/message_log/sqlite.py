@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from flare_im.backends.message_log.base import Change, ConvHead, Revision, VersionConflict
+from flare_im.backends.message_log.changes import edit_refs, react, reply_seq, unquote
 from flare_im.backends.sqlite_db import RowBatcher, SqliteDatabase, columns
 from flare_im.ids import snowflake_floor
 from flare_im.protocol.frames import Message
@@ -68,11 +69,6 @@ def _row_to_message(row: Any) -> Message:
     )
 
 
-def _reply_seq(body: dict[str, Any]) -> int | None:
-    quoted = body.get("reply_to")
-    return quoted.get("seq") if isinstance(quoted, dict) else None
-
-
 def _heads(rows: list[tuple[Any, ...]]) -> Iterable[tuple[str, int, int]]:
     """One head update per conversation of the batch: its largest seq and version."""
     heads: dict[str, tuple[str, int, int]] = {}
@@ -110,9 +106,9 @@ class SqliteMessageLog:
     def append(self, message: Message, version: int) -> Awaitable[None]:
         m = message
         body = m.body
-        reply_seq = _reply_seq(body) if "reply_to" in body else None
+        quoted = reply_seq(body) if "reply_to" in body else None
         return self._appends.submit(
-            (m.conv, m.seq, int(m.msg_id), m.sender, m.cmid, m.kind, _encode(body), m.ts, reply_seq, None, version)
+            (m.conv, m.seq, int(m.msg_id), m.sender, m.cmid, m.kind, _encode(body), m.ts, quoted, None, version)
         )
 
     def apply(self, event: Message, change: Change, version: int) -> Awaitable[None]:
@@ -222,15 +218,7 @@ def _apply(conn: sqlite3.Connection, event: tuple[Any, ...], change: Change, ver
                 (_encode(change.body), change.version, change.edited_at, conv, target),
             )
         elif change.reaction is not None:
-            emoji, uid, added = change.reaction
-            reactions = dict(current.reactions)
-            users = [u for u in reactions.get(emoji, []) if u != uid]
-            if added:
-                users.append(uid)
-            if users:
-                reactions[emoji] = users
-            else:
-                reactions.pop(emoji, None)
+            reactions = react(current.reactions, *change.reaction)
             conn.execute(
                 "UPDATE messages SET reactions = ? WHERE conv = ? AND seq = ?",
                 (_encode(reactions) if reactions else None, conv, target),
@@ -254,8 +242,7 @@ def _remove_content(conn: sqlite3.Connection, current: Message, change: Change) 
     for seq, body in conn.execute(
         "SELECT seq, body FROM messages WHERE conv = ? AND target = ? AND kind = 'edit'", (conv, target)
     ).fetchall():
-        old = _decode_body(body)
-        kept = {k: old[k] for k in ("target", "target_id", "version") if k in old}
+        kept = edit_refs(_decode_body(body))
         conn.execute("UPDATE messages SET body = ? WHERE conv = ? AND seq = ?", (_encode(kept), conv, seq))
     # Replies keep their reference to it, without its text: in their current body, their earlier versions
     # and the edit events that carried those versions.
@@ -269,7 +256,7 @@ def _remove_content(conn: sqlite3.Connection, current: Message, change: Change) 
         for where, seq, version, raw in rows:
             body = _decode_body(raw)
             holder = body if seq == reply or where == "r" else body.get("body")
-            if not isinstance(holder, dict) or not _unquote(holder, target, change.state):
+            if not isinstance(holder, dict) or not unquote(holder, target, change.state):
                 continue
             if where == "m":
                 conn.execute("UPDATE messages SET body = ? WHERE conv = ? AND seq = ?", (_encode(body), conv, seq))
@@ -278,13 +265,3 @@ def _remove_content(conn: sqlite3.Connection, current: Message, change: Change) 
                     "UPDATE revisions SET body = ? WHERE conv = ? AND seq = ? AND version = ?",
                     (_encode(body), conv, seq, version),
                 )
-
-
-def _unquote(body: dict[str, Any], target: int, state: str) -> bool:
-    """Reduce ``body``'s quote of ``target`` to its references plus ``state``; False if it quotes none."""
-    quoted = body.get("reply_to")
-    if not isinstance(quoted, dict) or quoted.get("seq") != target:
-        return False
-    body["reply_to"] = {k: quoted[k] for k in ("seq", "msg_id", "sender", "kind") if k in quoted}
-    body["reply_to"]["state"] = state
-    return True
