@@ -81,12 +81,20 @@ class QueuedMessageLog:
         self._store = store
         self._worker_offsets = worker_offsets
         self._catch_up_timeout_s = catch_up_timeout_s
+        self._gates: dict[str, asyncio.Future[None]] = {}  # conversation -> its last operation in progress
 
     # ------------------------------------------------------------------ writes
 
     def append(self, message: Message, version: int) -> Awaitable[None]:
+        gate = self._gates.get(message.conv)
+        if gate is not None:  # an operation of this conversation was called first: it goes first
+            return self._append_after(gate, message, version)
         published = self._producer.publish(self._topic, message.conv, encode_record(LogRecord(message, version)))
         return self._then_cache(published, message, version)
+
+    async def _append_after(self, gate: asyncio.Future[None], message: Message, version: int) -> None:
+        await asyncio.wait([gate])
+        await self.append(message, version)
 
     async def _then_cache(self, published: Awaitable[Any], message: Message, version: int) -> None:
         # Durable first: L0 never shows what the queue has not acknowledged. The queue acknowledges one
@@ -95,7 +103,26 @@ class QueuedMessageLog:
         await self._cache.put(message, version)
 
     def apply(self, event: Message, change: Change, version: int) -> Awaitable[None]:
-        return self._apply(event, change, version)
+        conv = event.conv
+        before = self._gates.get(conv)
+        gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._gates[conv] = gate
+        return self._apply_in_turn(before, gate, event, change, version)
+
+    async def _apply_in_turn(
+        self, before: asyncio.Future[None] | None, gate: asyncio.Future[None], event: Message, change: Change, v: int
+    ) -> None:
+        try:
+            if before is not None:
+                await asyncio.wait([before])
+            # Operations of one conversation, on any node, one at a time: each reads the target as the
+            # previous one left it (reactions are read-modify-write of L0's copy).
+            async with self._cache.lock(f"op:{event.conv}"):
+                await self._apply(event, change, v)
+        finally:
+            gate.set_result(None)
+            if self._gates.get(event.conv) is gate:
+                del self._gates[event.conv]
 
     async def _apply(self, event: Message, change: Change, version: int) -> None:
         found = await self.get(event.conv, [change.target])
@@ -155,6 +182,14 @@ class QueuedMessageLog:
         if missing:
             for m in await self._store.get(conv, missing):
                 found.setdefault(m.seq, m)
+            head = await self._cache.head(conv)
+            if head is None or any(s <= head[0] and s not in found for s in missing):
+                # Possibly acknowledged, not in L0 and not yet in the store: wait for the worker.
+                await self._caught_up(conv)
+                for m in await self._store.get(conv, [s for s in missing if s not in found]):
+                    found[m.seq] = m
+            patches = await self._cache.patches(conv)
+            found.update((s, m) for s, m in patches.items() if s in found)
         return [found[s] for s in wanted if s in found]
 
     async def range(self, conv: str, *, after: int, before: int, limit: int, newest: bool) -> list[Message]:
@@ -164,36 +199,45 @@ class QueuedMessageLog:
             return []
         seqs = list(range(hi - limit + 1, hi + 1)) if newest else list(range(after + 1, after + limit + 1))
         seqs = [s for s in seqs if after < s <= hi]
-        found = {m.seq: m for m in await self.get(conv, seqs)}
-        if len(found) < len(seqs):
-            # Acknowledged but neither in L0 nor (yet) in the store: wait for the worker, read again.
-            await self._caught_up(conv)
-            for m in await self._store.get(conv, [s for s in seqs if s not in found]):
-                found[m.seq] = m
-        patches = await self._cache.patches(conv)
-        return [patches.get(s, found[s]) for s in seqs if s in found]
+        return await self.get(conv, seqs)
+
+    # Rare reads (edit history, the idempotency fallback, start-up): from the store once it caught up.
 
     async def revisions(self, conv: str, seq: int) -> list[Revision]:
+        await self._caught_up(conv)
         return await self._store.revisions(conv, seq)
 
     async def find_by_client_id(self, sender: str, cmid: str) -> Message | None:
-        return await self._store.find_by_client_id(sender, cmid)
+        await self._caught_up(None)
+        found = await self._store.find_by_client_id(sender, cmid)
+        if found is None:
+            return None
+        current = await self.get(found.conv, [found.seq])
+        return current[0] if current else found
 
     async def recent_client_ids(self, since_ms: int, limit: int) -> list[tuple[str, str]]:
+        await self._caught_up(None)
         return await self._store.recent_client_ids(since_ms, limit)
 
     async def max_version(self) -> int:
+        await self._caught_up(None)
         return await self._store.max_version()
 
-    async def _caught_up(self, conv: str) -> None:
-        """Wait until the store worker has committed everything the queue held for ``conv``'s partition."""
-        partition = await self._producer.partition_for(self._topic, conv)
-        end = (await self._producer.end_offsets(self._topic)).get(partition, 0)
+    async def _caught_up(self, conv: str | None) -> None:
+        """Wait until the store worker has committed everything the queue held (for ``conv``'s partition,
+        or all partitions)."""
+        ends = await self._producer.end_offsets(self._topic)
+        if conv is not None:
+            partition = await self._producer.partition_for(self._topic, conv)
+            ends = {partition: ends.get(partition, 0)}
         deadline = time.monotonic() + self._catch_up_timeout_s
-        while (await self._worker_offsets()).get(partition, 0) < end:
+        while True:
+            committed = await self._worker_offsets()
+            if all(committed.get(p, 0) >= end for p, end in ends.items()):
+                return
             if time.monotonic() > deadline:
                 raise FlareError(ErrorCode.UNAVAILABLE, "the message store is behind; retry shortly")
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.02)
 
 
 def scrub_reference(m: Message, target: int, state: str) -> Message | None:

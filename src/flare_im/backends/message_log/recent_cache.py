@@ -10,7 +10,10 @@ surely applied them. Redis is a cache: whatever is missing here is read from the
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any
 
 import msgspec
@@ -78,6 +81,12 @@ return current
 """
 
 
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 class RecentCache:
     def __init__(
         self,
@@ -93,6 +102,7 @@ class RecentCache:
         self._put = redis.register_script(_PUT)
         self._update = redis.register_script(_UPDATE)
         self._cas = redis.register_script(_CAS)
+        self._unlock = redis.register_script(_UNLOCK)
         self._prefix = prefix
         self.keep = keep
         self._ttl_ms = int(ttl_s * 1000)
@@ -102,6 +112,21 @@ class RecentCache:
 
     async def aclose(self) -> None:
         await self._owner.aclose()
+
+    @contextlib.asynccontextmanager
+    async def lock(self, name: str, *, hold_s: float = 10.0, wait_s: float = 10.0) -> AsyncIterator[None]:
+        """A lock shared by every node (SET NX with expiry, released only by its holder)."""
+        key, token = f"{self._prefix}lock:{key_part(name)}", uuid.uuid4().hex
+        redis = self._owner.redis
+        deadline = time.monotonic() + wait_s
+        while not await redis.set(key, token, nx=True, px=int(hold_s * 1000)):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"lock {name} is held")
+            await asyncio.sleep(0.005)
+        try:
+            yield
+        finally:
+            await self._unlock(keys=[key], args=[token])
 
     def _events(self, conv: str) -> str:
         return f"{self._prefix}l0:{key_part(conv)}"
