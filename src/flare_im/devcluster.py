@@ -15,6 +15,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 
 def free_port() -> int:
@@ -31,10 +32,14 @@ class Proc:
     env: dict[str, str]
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
+    _log: BinaryIO | None = None
 
     def start(self, ready: str | None = None, timeout: float = 40) -> None:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child holds it; closed with the test dir
-        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=log, env={**os.environ, **self.env})
+        self._release()
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed when the process is gone
+        self.proc = subprocess.Popen(
+            self.args, stdout=subprocess.PIPE, stderr=self._log, env={**os.environ, **self.env}
+        )
         if ready is None:
             return
         assert self.proc.stdout is not None
@@ -51,6 +56,7 @@ class Proc:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
+        self._release()
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -60,6 +66,14 @@ class Proc:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+        self._release()
+
+    def _release(self) -> None:
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
 
 @dataclass

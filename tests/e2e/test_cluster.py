@@ -122,6 +122,7 @@ class Chatter:
             await asyncio.sleep(pause)
 
 
+@pytest.mark.timeout(300)
 async def test_two_nodes_behind_haproxy_survive_kill_9(cluster: Cluster) -> None:
     rng = random.Random(7)
     admin = RestClient(cluster.api_url, admin_key=ADMIN_KEY)

@@ -25,6 +25,8 @@ from flare_im.services.message_kinds import check_size, is_content, snippet, val
 
 log = logging.getLogger(__name__)
 
+CLAIM_TTL_S = 8.0  # how long a node's claim on (sender, cmid) lasts while it stores the message
+
 
 class Fanout(Protocol):
     """Delivers frames to the online devices of users (the gateway hub, or the node bus in a cluster).
@@ -126,8 +128,9 @@ class MessageRouter:
         """Claim ``(sender, cmid)`` for this node, or return what another node stored under it."""
         shared = self._shared
         assert shared is not None
-        for _ in range(200):  # another node is storing it: its result arrives within an append's time
-            if await shared.reserve(sender, cmid, self._window_s):
+        for _ in range(100):  # another node is storing it: its result arrives within an append's time
+            # A short claim: if the node holding it dies, a retry elsewhere may claim it soon after.
+            if await shared.reserve(sender, cmid, CLAIM_TTL_S):
                 return None
             raw = await shared.get(sender, cmid)
             if raw is not None:
