@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
@@ -84,7 +83,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         from flare_im.devcluster import run as run_cluster
 
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         return run_cluster(args.nodes, Path(args.dir), args.api_port, args.ws_port)
     if args.command == "migrate":
         return _migrate(args.data_dir, status=args.status)

@@ -242,6 +242,8 @@ def run(nodes: int, directory: Path, api_port: int, ws_port: int) -> int:
             f"{env['FLARE_ADMIN_KEY']} logs={directory}",
             flush=True,
         )
+        # Blocked only now: the children must not inherit a mask that ignores their SIGTERM.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         signal.sigwait({signal.SIGINT, signal.SIGTERM})
     finally:
         cluster.stop()
