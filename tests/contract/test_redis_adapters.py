@@ -115,10 +115,10 @@ async def test_forget_after_a_failed_call_gives_nothing_back(
     assert await sequencer.next_seq("g:a") == 1  # stored
     seed_log.max_seq["g:a"] = 1
 
-    async def unreachable(**_: Any) -> Any:
+    async def unreachable(*_: Any, **__: Any) -> Any:
         raise ConnectionError("Redis unreachable")
 
-    monkeypatch.setattr(sequencer, "_take", unreachable)
+    monkeypatch.setattr(sequencer._pipe, "script", unreachable)  # the hot call goes through the pipeliner
     with pytest.raises(ConnectionError):
         await sequencer.next_seq("g:a")
     sequencer.forget("g:a")  # what the router does after any failure

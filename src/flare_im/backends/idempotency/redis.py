@@ -6,6 +6,7 @@ The value is ``c`` while claimed, ``r`` + the result once complete; the key expi
 from __future__ import annotations
 
 from flare_im.backends.redis_client import RedisOwner, RedisSource, key_part
+from flare_im.backends.redis_pipeline import AutoPipeline
 
 _CLAIMED = b"c"
 _RESULT = b"r"
@@ -21,6 +22,7 @@ class RedisIdempotencyStore:
     def __init__(self, client: RedisSource, prefix: str = "flare:") -> None:
         self._owner = RedisOwner(client)
         self._release = self._owner.redis.register_script(_RELEASE)
+        self._pipe = AutoPipeline(self._owner.redis)  # claims and results of concurrent sends share trips
         self._prefix = f"{prefix}idem:"
 
     async def aclose(self) -> None:
@@ -30,11 +32,11 @@ class RedisIdempotencyStore:
         return f"{self._prefix}{key_part(sender)}{cmid}"
 
     async def reserve(self, sender: str, cmid: str, ttl_s: float) -> bool:
-        claimed = await self._owner.redis.set(self._key(sender, cmid), _CLAIMED, nx=True, px=_ms(ttl_s))
+        claimed = await self._pipe.execute("SET", self._key(sender, cmid), _CLAIMED, "NX", "PX", _ms(ttl_s))
         return bool(claimed)
 
     async def complete(self, sender: str, cmid: str, result: bytes, ttl_s: float) -> None:
-        await self._owner.redis.set(self._key(sender, cmid), _RESULT + result, px=_ms(ttl_s))
+        await self._pipe.execute("SET", self._key(sender, cmid), _RESULT + result, "PX", _ms(ttl_s))
 
     async def get(self, sender: str, cmid: str) -> bytes | None:
         value = await self._owner.redis.get(self._key(sender, cmid))

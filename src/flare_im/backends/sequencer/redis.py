@@ -33,6 +33,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 from flare_im.backends.redis_client import RedisOwner, RedisSource
+from flare_im.backends.redis_pipeline import AutoPipeline
 from flare_im.backends.sequencer.base import SeedFn
 
 # KEYS[1]: the counter; ARGV[1]: how many seqs to take. Returns {last seq taken, epoch}, or nil when the
@@ -105,6 +106,7 @@ class RedisSequencer:
         self._owner = RedisOwner(client)
         redis = self._owner.redis
         self._take = redis.register_script(_TAKE)
+        self._pipe = AutoPipeline(redis)  # concurrent sends' INCRs share round trips
         self._seed_and_take = redis.register_script(_SEED_AND_TAKE)
         self._seed = seed
         self._prefix = f"{prefix}seq:"
@@ -176,7 +178,7 @@ class RedisSequencer:
             give_back = None
             for _ in range(_MISS_RETRIES):
                 seeds_done = self._seeds_done
-                got = await self._take(keys=[key], args=[n])
+                got = await self._pipe.script(self._take, [key], [n])
                 if got is not None:
                     return int(got[0]), got[1]
                 # A miss that raced a seed of this instance finding the counter again is retried rather
