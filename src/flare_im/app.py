@@ -24,6 +24,7 @@ from flare_im.backends.sequencer.base import Sequencer
 from flare_im.backends.sequencer.memory import MemorySequencer
 from flare_im.backends.sqlite_db import SqliteConfig, SqliteDatabase, parse_sqlite_url
 from flare_im.config import Settings
+from flare_im.gateway.cluster import ClusterFanout
 from flare_im.gateway.connection import GatewayContext, GatewayLimits
 from flare_im.gateway.hub import Hub
 from flare_im.gateway.output import OutputBatcher
@@ -166,13 +167,17 @@ async def build_node(settings: Settings) -> Node:
         slow_consumer_grace_s=settings.slow_consumer_grace_s,
         heartbeat_s=settings.heartbeat_s,
     )
+    relay = fanout if isinstance(fanout, ClusterFanout) else None
+    presence = PresenceService(hub.online, debounce_s=settings.presence_debounce_s, relay=relay)
+    if relay is not None:
+        relay.on_presence = presence.remote
     gateway = GatewayContext(
         auth=auth,
         router=router,
         sync=sync,
         operations=operations,
         status=StatusService(conversations, fanout, typing_interval_s=settings.typing_interval_s),
-        presence=PresenceService(hub.online, debounce_s=settings.presence_debounce_s),
+        presence=presence,
         hub=hub,
         limits=limits,
         json_codec=ServerCodec(Encoding.JSON, max_frame_bytes=settings.max_frame_bytes),

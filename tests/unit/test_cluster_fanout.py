@@ -13,7 +13,8 @@ from flare_im.backends.routes.memory import MemoryRouteState, MemoryRouteTable
 from flare_im.gateway.cluster import ClusterFanout
 from flare_im.gateway.hub import Hub
 from flare_im.protocol.codec import Encoding
-from flare_im.protocol.frames import Message, Receipt, TypingNotice
+from flare_im.protocol.frames import Message, PresenceState, Receipt, TypingNotice
+from flare_im.services.presence import PresenceService
 
 
 @dataclass(eq=False)
@@ -93,6 +94,51 @@ async def test_routes_follow_disconnects_and_heartbeats_rebuild_them() -> None:
         a.deliver_message(["bob"], Message("g:x", 2, "2", "carl", "c2", "text", {"text": "y"}, 1), skip=None)
         await _settle()
         assert [f["seq"] for f in bob.frames] == [2]
+    finally:
+        await a.close()
+        await b.close()
+
+
+@dataclass(eq=False)
+class FakeWatcher:
+    states: list[tuple[str, bool]] = field(default_factory=list)
+
+    def push_presence(self, state: PresenceState) -> None:
+        self.states.append((state.user, state.online))
+
+
+async def test_presence_spans_the_nodes() -> None:
+    state, broker = MemoryRouteState(), MemoryBroker()
+    a, b = await _node("a", state, broker), await _node("b", state, broker)
+    presence: dict[str, PresenceService] = {}
+    for node in (a, b):
+        presence[node.node] = PresenceService(node.hub.online, debounce_s=0.05, relay=node)
+        node.on_presence = presence[node.node].remote
+    try:
+        phone = FakePeer("bob", "phone")
+        b.hub.register(phone)
+        presence["b"].connected("bob")
+        await _settle()
+        watcher = FakeWatcher()
+        [bob] = await presence["a"].subscribe_current(watcher, ["bob"])  # connected on the other node
+        assert bob.online
+        laptop = FakePeer("bob", "laptop")  # a second device, on node a
+        a.hub.register(laptop)
+        presence["a"].connected("bob")
+        b.hub.unregister(phone)
+        presence["b"].disconnected("bob")
+        await asyncio.sleep(0.1)
+        await _settle()
+        assert watcher.states == []  # still online on node a: nobody is told otherwise
+        a.hub.unregister(laptop)
+        presence["a"].disconnected("bob")
+        await asyncio.sleep(0.1)
+        await _settle()
+        assert watcher.states == [("bob", False)]
+        other = FakeWatcher()
+        [seen] = await presence["b"].subscribe_current(other, ["bob"])
+        assert not seen.online
+        assert seen.last_seen > 0  # node b learnt it from node a's announcement
     finally:
         await a.close()
         await b.close()

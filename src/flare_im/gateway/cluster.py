@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import msgspec
 
@@ -23,6 +23,8 @@ from flare_im.protocol.frames import (
     ConvSettings,
     Hidden,
     Message,
+    Presence,
+    PresenceState,
     Receipt,
     ServerFrame,
     TypingNotice,
@@ -55,6 +57,8 @@ class ClusterFanout:
         self._heartbeat_s = heartbeat_s
         self._outbox: asyncio.Queue[tuple[list[str], ServerFrame, tuple[str, str] | None]] = asyncio.Queue()
         self._route_writes: asyncio.Queue[tuple[str, str, bool]] = asyncio.Queue()
+        self._announcements: asyncio.Queue[PresenceState] = asyncio.Queue()
+        self.on_presence: Callable[[PresenceState], None] | None = None  # presence changes other nodes saw
         self._tasks: list[asyncio.Task[None]] = []
         self.sent = 0  # frames published to other nodes
         self.received = 0
@@ -66,6 +70,7 @@ class ClusterFanout:
             asyncio.ensure_future(self._pump()),
             asyncio.ensure_future(self._write_routes()),
             asyncio.ensure_future(self._beat()),
+            asyncio.ensure_future(self._announce_presence()),
         ]
 
     async def close(self) -> None:
@@ -149,4 +154,41 @@ class ClusterFanout:
     def _on_payload(self, payload: bytes) -> None:
         envelope = _decode(payload)
         self.received += 1
-        self.hub.deliver_frame(envelope.uids, envelope.frame, envelope.skip)
+        frame = envelope.frame
+        if isinstance(frame, Presence) and not envelope.uids:  # a presence change another node saw
+            if self.on_presence is not None:
+                self.on_presence(PresenceState(user=frame.user, online=frame.online, last_seen=frame.last_seen))
+            return
+        self.hub.deliver_frame(envelope.uids, frame, envelope.skip)
+
+    # ------------------------------------------------------------------ PresenceRelay
+
+    def announce(self, state: PresenceState) -> None:
+        self._announcements.put_nowait(state)
+
+    async def _announce_presence(self) -> None:
+        while True:
+            states = [await self._announcements.get()]
+            while not self._announcements.empty():
+                states.append(self._announcements.get_nowait())
+            try:
+                nodes = await self._routes.live_nodes()
+            except Exception:
+                log.exception("presence: live nodes unknown; %d changes not announced", len(states))
+                continue
+            for state in states:
+                payload = _encode(Envelope([], Presence(state.user, state.online, state.last_seen)))
+                for node in nodes:
+                    if node != self.node:
+                        self._bus.publish(node, payload)
+
+    async def states(self, users: Sequence[str]) -> dict[str, PresenceState]:
+        routes = await self._routes.lookup(users)
+        seen = await self._routes.last_seen([u for u in users if u not in routes])
+        out = {u: PresenceState(user=u, online=True) for u in routes}
+        out.update((u, PresenceState(user=u, online=False, last_seen=t)) for u, t in seen.items())
+        return out
+
+    async def online_elsewhere(self, user: str) -> bool:
+        routes = await self._routes.lookup([user])
+        return any(node != self.node for node in routes.get(user, {}).values())

@@ -319,7 +319,7 @@ class ClientConnection(WSListener):
                 settings = await sync.update_settings(self.user, self.device, frame.conv, change)
                 reply = msgspec.structs.replace(settings, id=frame.id)
             elif isinstance(frame, PresenceSub):
-                reply = PresenceList(id=frame.id, items=self.ctx.presence.subscribe(self, frame.users))
+                reply = PresenceList(id=frame.id, items=await self.ctx.presence.subscribe_current(self, frame.users))
             elif isinstance(frame, Typing):
                 await self.ctx.status.typing(self.user, self.device, frame.conv)
                 reply = Ok(id=frame.id)

@@ -1,15 +1,19 @@
 """Presence: online while any of a user's devices is connected, last seen when the last one left.
 
-Derived from this node's connections (embedded mode: the only node). Changes go to the connections that
-subscribed to the user. Flapping is debounced: a user whose last device drops is announced offline only
-after ``debounce_s`` without a reconnect, so a quick reconnect produces no event at all. Last-seen times
-are kept in memory: after a server restart a user's last seen is unknown (0) until they connect again.
+Derived from the user's connections. Changes go to the connections that subscribed to the user. Flapping
+is debounced: a user whose last device drops is announced offline only after ``debounce_s`` without a
+reconnect, so a quick reconnect produces no event at all. On one node last-seen times are kept in memory
+(after a restart a user's last seen is unknown, 0, until they connect again).
+
+With several nodes a ``relay`` (gateway/cluster.py) connects the nodes' views: a node announces its
+changes to the others, asks the route table before announcing a user offline (a device may be connected
+elsewhere), and fills a new subscription's states from the route table.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from flare_im.ids import now_ms
@@ -25,8 +29,28 @@ class Watcher(Protocol):
     def push_presence(self, state: PresenceState) -> None: ...
 
 
+class PresenceRelay(Protocol):
+    """The other nodes (several-node mode)."""
+
+    def announce(self, state: PresenceState) -> None:
+        """Tell every other node that this node saw ``state.user`` come online or go offline."""
+        ...
+
+    async def states(self, users: Sequence[str]) -> dict[str, PresenceState]:
+        """Users with a device on any live node (online), else their last seen time if known."""
+        ...
+
+    async def online_elsewhere(self, user: str) -> bool:
+        """Does ``user`` have a device connected to another live node."""
+        ...
+
+
 class PresenceService:
-    def __init__(self, is_online: Callable[[str], bool], *, debounce_s: float) -> None:
+    def __init__(
+        self, is_online: Callable[[str], bool], *, debounce_s: float, relay: PresenceRelay | None = None
+    ) -> None:
+        self._relay = relay
+        self._tasks: set[asyncio.Task[None]] = set()
         self._is_online = is_online  # does the user have a connected device (the hub)
         self._debounce_s = debounce_s
         self._announced_online: set[str] = set()
@@ -47,7 +71,7 @@ class PresenceService:
             return
         if user not in self._announced_online:
             self._announced_online.add(user)
-            self._publish(user)
+            self._publish(user, tell_others=True)
 
     def disconnected(self, user: str) -> None:
         """A device of ``user`` left; when it was the last one, announce offline after the debounce."""
@@ -60,9 +84,53 @@ class PresenceService:
         self._pending_offline.pop(user, None)
         if self._is_online(user):
             return
+        if self._relay is not None:
+            task = asyncio.ensure_future(self._offline_unless_elsewhere(self._relay, user))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        self._mark_offline(user, now_ms(), tell_others=False)
+
+    async def _offline_unless_elsewhere(self, relay: PresenceRelay, user: str) -> None:
+        try:
+            elsewhere = await relay.online_elsewhere(user)
+        except Exception:  # the route table is unreachable: say what this node knows
+            elsewhere = False
+        if not elsewhere and not self._is_online(user):
+            self._mark_offline(user, now_ms(), tell_others=True)
+
+    def _mark_offline(self, user: str, last_seen: int, *, tell_others: bool) -> None:
+        if user not in self._announced_online:
+            return
         self._announced_online.discard(user)
-        self._last_seen[user] = now_ms()
-        self._publish(user)
+        self._last_seen[user] = last_seen
+        self._publish(user, tell_others=tell_others)
+
+    def remote(self, state: PresenceState) -> None:
+        """Another node saw ``state.user`` come online or go offline."""
+        user = state.user
+        if state.online:
+            if user not in self._announced_online:
+                self._announced_online.add(user)
+                self._publish(user, tell_others=False)
+        elif not self._is_online(user):
+            self._mark_offline(user, state.last_seen, tell_others=False)
+
+    async def subscribe_current(self, watcher: Watcher, users: Iterable[str]) -> list[PresenceState]:
+        """``subscribe``, with the states of users this node has not seen taken from the route table."""
+        states = self.subscribe(watcher, users)
+        if self._relay is None:
+            return states
+        unknown = [s.user for s in states if not s.online]
+        if not unknown:
+            return states
+        found = await self._relay.states(unknown)
+        for user, state in found.items():
+            if state.online:
+                self._announced_online.add(user)
+            elif state.last_seen:
+                self._last_seen[user] = max(self._last_seen.get(user, 0), state.last_seen)
+        return [self.state(s.user) for s in states]
 
     def subscribe(self, watcher: Watcher, users: Iterable[str]) -> list[PresenceState]:
         """Replace ``watcher``'s subscription with ``users``; returns their current states."""
@@ -84,9 +152,11 @@ class PresenceService:
                 if not watchers:
                     del self._watchers[user]
 
-    def _publish(self, user: str) -> None:
+    def _publish(self, user: str, *, tell_others: bool = False) -> None:
+        state = self.state(user)
+        if tell_others and self._relay is not None:
+            self._relay.announce(state)
         watchers = self._watchers.get(user)
         if watchers:
-            state = self.state(user)
             for watcher in list(watchers):
                 watcher.push_presence(state)
