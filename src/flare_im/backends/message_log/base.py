@@ -81,8 +81,10 @@ class MessageLog(Protocol):
     def append(self, message: Message, version: int) -> Awaitable[None]:
         """Queue ``message`` at once (appends are applied in call order) and return an awaitable that
         completes when it is durably stored and is the head of its conversation (max seq, last message,
-        ``version``). The caller assigns seqs; appending a seq that already exists in the conversation
-        fails (the awaitable raises) and stores nothing."""
+        ``version``). The caller assigns seqs; appending another event at a seq that already exists in
+        the conversation fails (the awaitable raises) and stores nothing. A store that a worker replays
+        batches into may accept an exact replay of a stored event as already done (ClickHouse does; SQLite
+        refuses it like any other)."""
         ...
 
     def apply(self, event: Message, change: Change, version: int) -> Awaitable[None]:
