@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from flare_im.backends.idempotency.base import IdempotencyStore
+from flare_im.backends.idempotency.base import CLAIMED, HELD, RECLAIMED, IdempotencyStore
 
 TTL_S = 60.0
 
@@ -75,3 +75,18 @@ async def test_keys_are_per_sender_and_taken_literally(idempotency_backend: Any)
     await store.complete("a:b", "c", b"", TTL_S)
     assert await store.get("a:b", "c") == b""  # an empty result is a result
     assert await store.get("a", "b:c") is None
+
+
+async def test_a_claim_that_ran_out_is_reclaimed_with_a_warning(idempotency_backend: Any) -> None:
+    # The node holding a claim died: the next claim succeeds, and says the message may be stored already.
+    a: IdempotencyStore = idempotency_backend.open()
+    b: IdempotencyStore = idempotency_backend.open()
+    assert await a.reserve("alice", "m1", 0.1) == CLAIMED
+    assert await b.reserve("alice", "m1", TTL_S) == HELD
+    await asyncio.sleep(0.2)
+    assert await b.reserve("alice", "m1", TTL_S) == RECLAIMED
+    # A released claim (the send failed before storing anything) is reclaimed with the same warning: the
+    # store does not know how far the send got; the caller's log lookup settles it.
+    await b.release("alice", "m1")
+    assert await a.reserve("alice", "m1", TTL_S) == RECLAIMED
+    assert await a.reserve("alice", "other", TTL_S) == CLAIMED

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from flare_im.backends.idempotency.base import IdempotencyStore
+from flare_im.backends.idempotency.base import RECLAIMED, IdempotencyStore
 from flare_im.backends.message_log.base import GONE_STATES, Change, MessageLog, VersionConflict
 from flare_im.backends.relational.base import MembershipStore
 from flare_im.backends.sequencer.base import Sequencer
@@ -130,7 +130,15 @@ class MessageRouter:
         assert shared is not None
         for _ in range(100):  # another node is storing it: its result arrives within an append's time
             # A short claim: if the node holding it dies, a retry elsewhere may claim it soon after.
-            if await shared.reserve(sender, cmid, CLAIM_TTL_S):
+            claimed = await shared.reserve(sender, cmid, CLAIM_TTL_S)
+            if claimed == RECLAIMED:
+                # An earlier claim ran out without a result: its node may have stored the message before
+                # it died (acknowledged by the queue, never by us). The log has the last word.
+                stored = await self._log.find_by_client_id(sender, cmid)
+                if stored is not None:
+                    await shared.complete(sender, cmid, _encode_message(stored), self._window_s)
+                    return stored
+            if claimed:
                 return None
             raw = await shared.get(sender, cmid)
             if raw is not None:

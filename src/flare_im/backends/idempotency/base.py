@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from typing import Protocol
 
+HELD, CLAIMED, RECLAIMED = 0, 1, 2
+
 
 class IdempotencyStore(Protocol):
-    async def reserve(self, sender: str, cmid: str, ttl_s: float) -> bool:
-        """Atomically claim ``(sender, cmid)`` for ``ttl_s``: True for exactly one caller among all nodes;
-        False while someone holds the claim or a result is stored."""
+    async def reserve(self, sender: str, cmid: str, ttl_s: float) -> int:
+        """Atomically claim ``(sender, cmid)`` for ``ttl_s``: truthy for exactly one caller among all nodes,
+        0 (HELD) while someone holds the claim or a result is stored. CLAIMED (1) for a first claim;
+        RECLAIMED (2) when an earlier claim of the key ran out without a result within the store's memory
+        of claims: its holder may have stored the message before it died, so look in the durable log."""
         ...
 
     async def complete(self, sender: str, cmid: str, result: bytes, ttl_s: float) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from flare_im.backends.idempotency.base import CLAIMED, HELD, RECLAIMED
+
 _CLAIMED = None  # the value of a key that is claimed, without a result yet
 
 Entry = tuple[bytes | None, float]  # (result or _CLAIMED, monotonic deadline)
@@ -14,15 +16,18 @@ class MemoryIdempotencyState:
 
     def __init__(self) -> None:
         self.entries: dict[tuple[str, str], Entry] = {}
+        self.claimed_once: dict[tuple[str, str], float] = {}  # key -> deadline of the memory of a claim
         self.operations_since_sweep = 0
 
     def clear(self) -> None:
         self.entries.clear()
+        self.claimed_once.clear()
 
 
 class MemoryIdempotencyStore:
-    def __init__(self, state: MemoryIdempotencyState | None = None) -> None:
+    def __init__(self, state: MemoryIdempotencyState | None = None, *, remember_claims_s: float = 600.0) -> None:
         self._state = MemoryIdempotencyState() if state is None else state
+        self._remember_s = remember_claims_s
 
     def _live(self, key: tuple[str, str], now: float) -> Entry | None:
         entry = self._state.entries.get(key)
@@ -31,14 +36,16 @@ class MemoryIdempotencyStore:
             return None
         return entry
 
-    async def reserve(self, sender: str, cmid: str, ttl_s: float) -> bool:
+    async def reserve(self, sender: str, cmid: str, ttl_s: float) -> int:
         now = time.monotonic()
         self._sweep(now)
         key = (sender, cmid)
         if self._live(key, now) is not None:
-            return False
+            return HELD
+        before = self._state.claimed_once.get(key, 0.0) > now
         self._state.entries[key] = (_CLAIMED, now + ttl_s)
-        return True
+        self._state.claimed_once[key] = now + self._remember_s
+        return RECLAIMED if before else CLAIMED
 
     async def complete(self, sender: str, cmid: str, result: bytes, ttl_s: float) -> None:
         self._state.entries[(sender, cmid)] = (result, time.monotonic() + ttl_s)
@@ -61,3 +68,4 @@ class MemoryIdempotencyStore:
             return
         state.operations_since_sweep = 0
         state.entries = {k: v for k, v in state.entries.items() if v[1] > now}
+        state.claimed_once = {k: t for k, t in state.claimed_once.items() if t > now}
