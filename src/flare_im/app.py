@@ -18,6 +18,8 @@ from flare_im.api.http import ApiContext, build_api
 from flare_im.backends.idempotency.base import IdempotencyStore
 from flare_im.backends.message_log.base import MessageLog
 from flare_im.backends.message_log.sqlite import SqliteMessageLog
+from flare_im.backends.ratelimit.base import RateLimiter
+from flare_im.backends.ratelimit.memory import MemoryRateLimiter
 from flare_im.backends.relational.base import RelationalStore
 from flare_im.backends.relational.sqlite import SqliteRelational
 from flare_im.backends.sequencer.base import Sequencer
@@ -88,12 +90,14 @@ async def build_node(settings: Settings) -> Node:
     sequencer: Sequencer
     fanout: Fanout
     shared_idempotency: IdempotencyStore | None = None
+    rate_limiter: RateLimiter = MemoryRateLimiter()
     if settings.distributed:
         from flare_im.distributed import open_cluster
 
         cluster = await open_cluster(settings, closers)
         message_log, sequencer, fanout, hub = cluster.log, cluster.sequencer, cluster.fanout, cluster.hub
         shared_idempotency = cluster.idempotency
+        rate_limiter = cluster.rate_limiter
     else:
         if not settings.effective_message_store_url.startswith("sqlite://"):
             raise ValueError(f"unsupported message_store_url {settings.effective_message_store_url!r} on one node")
@@ -127,6 +131,8 @@ async def build_node(settings: Settings) -> Node:
         max_body_bytes=settings.max_body_bytes,
         shared_idempotency=shared_idempotency,
         idempotency_window_s=settings.idempotency_window_s,
+        rate_limiter=rate_limiter,
+        user_send_rate_per_s=settings.user_send_rate_per_s,
     )
     auth = AuthService(
         relational,

@@ -50,6 +50,7 @@ class Settings:
     presence_debounce_s: float = 5.0  # a user is announced offline after this long without a device
     typing_interval_s: float = 2.0  # at most one typing notice per user and conversation this often
     idempotency_window_s: int = 300
+    user_send_rate_per_s: int = 0  # messages per second per user, all devices and nodes together; 0: off
     recall_window_s: float = 120.0  # a sender may recall/delete for everyone this long after sending
     idempotency_cache_size: int = 20_000  # most recent sends kept exactly (older ones: filters + log)
     shutdown_grace_s: float = 5.0

@@ -19,6 +19,7 @@ from flare_im.backends.idempotency.redis import RedisIdempotencyStore
 from flare_im.backends.message_log.base import MessageLog
 from flare_im.backends.message_log.queued import QueuedMessageLog
 from flare_im.backends.message_log.recent_cache import RecentCache
+from flare_im.backends.ratelimit.redis import RedisRateLimiter
 from flare_im.backends.redis_client import redis_from_url
 from flare_im.backends.routes.redis import RedisRouteTable
 from flare_im.backends.sequencer.redis import RedisSequencer
@@ -37,6 +38,7 @@ class ClusterBackends:
     store: MessageLog
     sequencer: RedisSequencer
     idempotency: RedisIdempotencyStore
+    rate_limiter: RedisRateLimiter
     fanout: ClusterFanout
     hub: Hub
 
@@ -100,6 +102,7 @@ async def open_cluster(settings: Settings, closers: list[Closer]) -> ClusterBack
         store=store,
         sequencer=RedisSequencer(redis, log_.max_seq, prefix),
         idempotency=RedisIdempotencyStore(redis, prefix),
+        rate_limiter=RedisRateLimiter(redis, prefix),
         fanout=fanout,
         hub=hub,
     )

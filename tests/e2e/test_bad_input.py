@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from pathlib import Path
 
 import jwt
 import msgspec
@@ -13,7 +14,7 @@ import pytest
 from flare_im.protocol.codec import Encoding
 from flare_im.protocol.errors import CloseCode, ErrorCode, FlareError
 
-from .conftest import Harness, raw_authed, raw_connect
+from .conftest import Harness, ServerProcess, raw_authed, raw_connect
 
 DM = "d:alice:bob"
 
@@ -230,3 +231,30 @@ def test_protocol_doc_lists_every_error_code() -> None:
     for close in CloseCode:
         assert str(int(close)) in doc, close
     assert msgspec  # frames documented are checked in tests/unit
+
+
+async def test_per_user_send_rate_spans_the_users_devices(tmp_path: Path) -> None:
+    srv = ServerProcess(tmp_path / "data", env_overrides={"FLARE_USER_SEND_RATE_PER_S": "5"})
+    srv.start()
+    harness = Harness(srv)
+    try:
+        await harness.user("alice")
+        await harness.user("bob")
+        phone = await harness.device("alice", "phone")
+        laptop = await harness.device("alice", "laptop")
+        results = await asyncio.gather(
+            *(d.send(DM, f"burst {i}", attempts=1) for i in range(6) for d in (phone, laptop)),
+            return_exceptions=True,
+        )
+        limited = [r for r in results if isinstance(r, FlareError)]
+        assert len(results) - len(limited) <= 6  # a bucket of 5 for both devices (plus a refill at most)
+        assert limited
+        assert {e.code for e in limited} == {ErrorCode.RATE_LIMITED}
+        assert all(e.retryable for e in limited)
+        await asyncio.sleep(1.1)  # the bucket refills
+        assert (await phone.send(DM, "later", attempts=1)).seq > 0
+        bob = await harness.device("bob")
+        assert (await bob.send(DM, "bob has his own bucket", attempts=1)).seq > 0
+    finally:
+        await harness.close()
+        srv.stop()

@@ -13,6 +13,7 @@ import msgspec
 
 from flare_im.backends.idempotency.base import RECLAIMED, IdempotencyStore
 from flare_im.backends.message_log.base import GONE_STATES, Change, MessageLog, VersionConflict
+from flare_im.backends.ratelimit.base import RateLimiter
 from flare_im.backends.relational.base import MembershipStore
 from flare_im.backends.sequencer.base import Sequencer
 from flare_im.ids import Snowflake, VersionClock, now_ms
@@ -67,6 +68,8 @@ class MessageRouter:
         max_body_bytes: int,
         shared_idempotency: IdempotencyStore | None = None,
         idempotency_window_s: float = 300.0,
+        rate_limiter: RateLimiter | None = None,
+        user_send_rate_per_s: int = 0,
     ) -> None:
         self._conversations = conversations
         self._memberships = memberships
@@ -80,6 +83,9 @@ class MessageRouter:
         # Several nodes: a retry may land on another node than the original send.
         self._shared = shared_idempotency
         self._window_s = idempotency_window_s
+        # A user's sends over all devices and nodes (the connection's own limit is per connection).
+        self._rate = rate_limiter if user_send_rate_per_s > 0 else None
+        self._user_rate = user_send_rate_per_s
 
     async def send(
         self,
@@ -101,6 +107,8 @@ class MessageRouter:
             if isinstance(known, asyncio.Future):
                 return await asyncio.shield(known), True
             return known, True
+        if self._rate is not None and not await self._rate.hit(f"send:{sender}", self._user_rate, 1.0):
+            raise FlareError(ErrorCode.RATE_LIMITED, f"more than {self._user_rate} messages/s from this user")
         if trusted:
             check_size(body, self._max_body_bytes)
         else:

@@ -7,6 +7,7 @@ clock (so nodes with skewed clocks agree) and expires when the bucket is full ag
 from __future__ import annotations
 
 from flare_im.backends.redis_client import RedisOwner, RedisSource
+from flare_im.backends.redis_pipeline import AutoPipeline
 
 # KEYS[1]: the bucket; ARGV: limit, window in microseconds. Returns 1 when the hit is allowed.
 _HIT = """
@@ -26,6 +27,7 @@ class RedisRateLimiter:
     def __init__(self, client: RedisSource, prefix: str = "flare:") -> None:
         self._owner = RedisOwner(client)
         self._hit = self._owner.redis.register_script(_HIT)
+        self._pipe = AutoPipeline(self._owner.redis)  # concurrent hits share round trips
         self._prefix = f"{prefix}rate:"
 
     async def aclose(self) -> None:
@@ -34,5 +36,5 @@ class RedisRateLimiter:
     async def hit(self, key: str, limit: int, window_s: float) -> bool:
         if limit < 1:
             raise ValueError("limit must be >= 1")
-        allowed = await self._hit(keys=[self._prefix + key], args=[limit, round(window_s * 1_000_000)])
+        allowed = await self._pipe.script(self._hit, [self._prefix + key], [limit, round(window_s * 1_000_000)])
         return bool(allowed)
