@@ -109,11 +109,17 @@ async def build_node(settings: Settings) -> Node:
         db.start()
 
     idempotency = IdempotencyCache(window_s=settings.idempotency_window_s, max_entries=settings.idempotency_cache_size)
-    preload_limit = 2_000_000
-    recent = await message_log.recent_client_ids(now_ms() - settings.idempotency_window_s * 1000, preload_limit)
-    idempotency.preload(recent, complete=len(recent) < preload_limit)
+    log_version = 0
+    if not settings.distributed:
+        # One node: its log is the only memory of recent sends and of the versions handed out. (With several
+        # nodes the shared idempotency store and the wall clock serve instead, and reading the store here
+        # would make a node's start wait for the store worker.)
+        preload_limit = 2_000_000
+        recent = await message_log.recent_client_ids(now_ms() - settings.idempotency_window_s * 1000, preload_limit)
+        idempotency.preload(recent, complete=len(recent) < preload_limit)
+        log_version = await message_log.max_version()
     clock = VersionClock(
-        max(await relational.max_version(), await message_log.max_version()),
+        max(await relational.max_version(), log_version),
         peers_lag_us=PEERS_LAG_US if settings.distributed else 0,
     )
     conversations = ConversationService(

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,15 +17,9 @@ from typing import Any
 import pytest
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
+from flare_im.devcluster import free_port
 from flare_im.sdk.client import FlareClient
 from flare_im.sdk.rest import RestClient
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass

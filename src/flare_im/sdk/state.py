@@ -9,10 +9,9 @@ pulled a target already in its newer state, converges to the server's history (d
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 
+from flare_im.backends.message_log.changes import edit_refs, unquoted
 from flare_im.protocol.frames import Hidden, Message
 
 GONE = ("recalled", "deleted")
@@ -88,24 +87,15 @@ class ConversationView:
             if m.state == "hidden":
                 continue
             if m.kind == "edit" and m.body.get("target") == target:
-                conv[seq] = _replace(m, body={k: m.body[k] for k in ("target", "target_id", "version") if k in m.body})
+                conv[seq] = _replace(m, body=edit_refs(m.body))
             elif m.kind == "edit" and isinstance(m.body.get("body"), dict):
-                edited = _unquote(m.body["body"], target, state)  # an edit of a reply to it
+                edited = unquoted(m.body["body"], target, state)  # an edit of a reply to it
                 if edited is not None:
                     conv[seq] = _replace(m, body={**m.body, "body": edited})
             else:
-                body = _unquote(m.body, target, state)
+                body = unquoted(m.body, target, state)
                 if body is not None:
                     conv[seq] = _replace(m, body=body)
-
-
-def _unquote(body: dict[str, Any], target: int, state: str) -> dict[str, Any] | None:
-    """``body`` with its quote of ``target`` reduced to references plus ``state``; None if it quotes none."""
-    quoted = body.get("reply_to")
-    if not isinstance(quoted, dict) or quoted.get("seq") != target:
-        return None
-    kept: dict[str, Any] = {k: quoted[k] for k in ("seq", "msg_id", "sender", "kind") if k in quoted}
-    return {**body, "reply_to": {**kept, "state": state}}
 
 
 def _hidden(m: Message) -> Message:

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from flare_im.backends.message_log.changes import react
 from flare_im.protocol.frames import Message
 
 
@@ -64,16 +65,7 @@ def changed(target: Message, change: Change) -> Message:
     if change.body is not None:
         return msgspec.structs.replace(target, body=change.body, version=change.version, edited_at=change.edited_at)
     if change.reaction is not None:
-        emoji, uid, added = change.reaction
-        reactions = dict(target.reactions)
-        users = [u for u in reactions.get(emoji, []) if u != uid]
-        if added:
-            users.append(uid)
-        if users:
-            reactions[emoji] = users
-        else:
-            reactions.pop(emoji, None)
-        return msgspec.structs.replace(target, reactions=reactions)
+        return msgspec.structs.replace(target, reactions=react(target.reactions, *change.reaction))
     return target
 
 

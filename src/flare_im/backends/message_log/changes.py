@@ -29,6 +29,12 @@ def unquote(body: dict[str, Any], target: int, state: str) -> bool:
     return True
 
 
+def unquoted(body: dict[str, Any], target: int, state: str) -> dict[str, Any] | None:
+    """A copy of ``body`` with its quote of ``target`` reduced (see ``unquote``); None if it quotes none."""
+    out = dict(body)
+    return out if unquote(out, target, state) else None
+
+
 def react(reactions: dict[str, list[str]], emoji: str, user: str, added: bool) -> dict[str, list[str]]:
     """``reactions`` after ``user`` added or removed ``emoji``: a new reaction goes last, an emoji nobody
     uses any more is gone."""

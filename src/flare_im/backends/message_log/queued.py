@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import msgspec
 
 from flare_im.backends.message_log.base import Change, ConvHead, MessageLog, Revision, VersionConflict, changed
+from flare_im.backends.message_log.changes import edit_refs, unquoted
 from flare_im.backends.message_log.recent_cache import RecentCache
 from flare_im.protocol.errors import ErrorCode, FlareError
 from flare_im.protocol.frames import Message
@@ -245,17 +246,11 @@ def scrub_reference(m: Message, target: int, state: str) -> Message | None:
     an edit event of such a reply); None when ``m`` carries none of it."""
     body = m.body
     if m.kind == "edit" and body.get("target") == target and "body" in body:
-        return msgspec.structs.replace(m, body={k: body[k] for k in ("target", "target_id", "version") if k in body})
+        return msgspec.structs.replace(m, body=edit_refs(body))
     if m.kind == "edit" and isinstance(body.get("body"), dict):
-        inner = _unquote(body["body"], target, state)
-        return None if inner is None else msgspec.structs.replace(m, body={**body, "body": inner})
-    outer = _unquote(body, target, state)
-    return None if outer is None else msgspec.structs.replace(m, body=outer)
-
-
-def _unquote(body: dict[str, Any], target: int, state: str) -> dict[str, Any] | None:
-    quoted = body.get("reply_to")
-    if not isinstance(quoted, dict) or quoted.get("seq") != target or "snippet" not in quoted:
-        return None
-    kept = {k: quoted[k] for k in ("seq", "msg_id", "sender", "kind") if k in quoted}
-    return {**body, "reply_to": {**kept, "state": state}}
+        inner = unquoted(body["body"], target, state)
+        return (
+            None if inner is None or inner == body["body"] else msgspec.structs.replace(m, body={**body, "body": inner})
+        )
+    outer = unquoted(body, target, state)
+    return None if outer is None or outer == body else msgspec.structs.replace(m, body=outer)

@@ -359,19 +359,7 @@ class KafkaConsumer:
         return frozenset(TopicPartition(tp.topic, tp.partition) for tp in self._consumer.assignment())
 
     async def committed(self, topic: str) -> dict[int, int]:
-        partitions = self._consumer.partitions_for_topic(topic)
-        if partitions is None:
-            await self._consumer.topics()  # refreshes the metadata
-            partitions = self._consumer.partitions_for_topic(topic) or set()
-        offsets: dict[int, int] = {}
-        for partition in sorted(partitions):
-            try:
-                offset = await self._consumer.committed(KafkaTopicPartition(topic, partition))
-            except KafkaError as exc:
-                raise QueueError(f"committed offsets of {topic!r}: {exc}") from exc
-            if offset is not None:
-                offsets[partition] = int(offset)
-        return offsets
+        return await _committed(self._consumer, topic)
 
     async def close(self) -> None:
         if self._closed:
@@ -401,21 +389,26 @@ class KafkaGroupOffsets:
         await self._consumer.start()
 
     async def committed(self, topic: str) -> dict[int, int]:
-        partitions = self._consumer.partitions_for_topic(topic)
-        if partitions is None:
-            await self._consumer.topics()
-            partitions = self._consumer.partitions_for_topic(topic) or set()
-        offsets: dict[int, int] = {}
-        for partition in sorted(partitions):
-            try:
-                offset = await self._consumer.committed(KafkaTopicPartition(topic, partition))
-            except KafkaError as exc:
-                raise QueueError(f"committed offsets of {self._group}/{topic}: {exc}") from exc
-            if offset is not None:
-                offsets[partition] = int(offset)
-        return offsets
+        return await _committed(self._consumer, topic)
 
     async def close(self) -> None:
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
             await consumer.stop()
+
+
+async def _committed(consumer: Any, topic: str) -> dict[int, int]:
+    """The committed offset per partition of ``topic`` for ``consumer``'s group (never-committed ones absent)."""
+    partitions = consumer.partitions_for_topic(topic)
+    if partitions is None:
+        await consumer.topics()  # refreshes the metadata
+        partitions = consumer.partitions_for_topic(topic) or set()
+    offsets: dict[int, int] = {}
+    for partition in sorted(partitions):
+        try:
+            offset = await consumer.committed(KafkaTopicPartition(topic, partition))
+        except KafkaError as exc:
+            raise QueueError(f"committed offsets of {topic!r}: {exc}") from exc
+        if offset is not None:
+            offsets[partition] = int(offset)
+    return offsets
