@@ -20,6 +20,7 @@ VENV=${VENV:-$ROOT/.venv}
 [[ $VENV == /* ]] || VENV=$ROOT/$VENV
 PYTHON=$VENV/bin/python
 READY_TIMEOUT=${FLARE_SERVICES_TIMEOUT:-30}
+LAUNCHED= # pid of the last process launch started
 
 REDIS_PORT=6379
 POSTGRES_PORT=5432
@@ -79,21 +80,46 @@ alive() { [[ $(ps -o stat= -p "$1" 2>/dev/null) == [^Z]* ]]; }
 # The pid in .services/NAME.pid, if that process is alive and its command line still names PATTERN
 # (a pid file left by a crash may point at an unrelated process by now).
 own_pid() {
-  local pid_file=$STATE/$1.pid pid
+  local pid_file=$STATE/$1.pid pid cmdline
   [[ -f $pid_file ]] || return 1
   pid=$(<"$pid_file")
   [[ $pid =~ ^[0-9]+$ ]] && alive "$pid" || return 1
-  tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q -- "$2" || return 1
+  cmdline=$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline") || return 1
+  [[ $cmdline == *"$2"* ]] || return 1
   echo "$pid"
 }
 
 # Runs a command detached from this shell (its own session, so a Ctrl-C in `make test` leaves it up),
-# output appended to .services/NAME.log, pid in .services/NAME.pid.
+# output appended to .services/NAME.log, pid in .services/NAME.pid. The process writes its pid file itself,
+# just before it execs the command: right after `&` the child may not have exec'd yet, and its command line
+# is then still this script's, which made own_pid call a starting server gone (CI failed on it once).
 launch() {
-  local name=$1
+  local name=$1 pid_file=$STATE/$1.pid deadline=$((SECONDS + 10))
   shift
-  setsid "$@" </dev/null >>"$STATE/$name.log" 2>&1 &
-  echo $! >"$STATE/$name.pid"
+  rm -f "$pid_file"
+  setsid sh -c 'echo $$ >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' "$pid_file" "$@" \
+    </dev/null >>"$STATE/$name.log" 2>&1 &
+  LAUNCHED=$!
+  until [[ -s $pid_file ]]; do
+    ((SECONDS < deadline)) || fail "$name" "the launched process wrote no pid file in 10 s"
+    sleep 0.02
+  done
+}
+
+# Why our process NAME, started by launch, is not up: its exit status if it has ended, and its logs.
+explain_exit() {
+  local name=$1 status
+  shift
+  if [[ -z $LAUNCHED ]]; then
+    echo "$name: started by an earlier run, not ready in ${READY_TIMEOUT}s" >&2
+  elif alive "$LAUNCHED"; then
+    echo "$name: still running (pid $LAUNCHED) but not ready in ${READY_TIMEOUT}s" >&2
+  else
+    status=0
+    wait "$LAUNCHED" 2>/dev/null || status=$?
+    echo "$name: pid $LAUNCHED ended with status $status" >&2
+  fi
+  tail -n 20 "$@" >&2 2>/dev/null || true
 }
 
 ensure_packages() {
@@ -164,7 +190,7 @@ start_kafka() {
     --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
     --storage-engine memory://tansu/
   if ! wait_for_own tansu tansu tcp_open "$KAFKA_PORT"; then
-    tail -n 5 "$STATE/tansu.log" >&2 || true
+    explain_exit tansu "$STATE/tansu.log"
     fail kafka "tansu did not listen on 127.0.0.1:$KAFKA_PORT (exited or timed out), see .services/tansu.log"
   fi
   say kafka "ok    127.0.0.1:$KAFKA_PORT (tansu started, log: .services/tansu.log)"
@@ -232,13 +258,19 @@ start_clickhouse() {
   fi
   # 18.16 loads its system tables before it opens the HTTP port: a cold start takes a second or two.
   if ! wait_for_own clickhouse clickhouse clickhouse_ping; then
-    tail -n 5 "$STATE/clickhouse/log/clickhouse-server.err.log" "$STATE/clickhouse.log" >&2 2>/dev/null || true
+    explain_exit clickhouse "$STATE/clickhouse.log" "$STATE/clickhouse/log/clickhouse-server.err.log" \
+      "$STATE/clickhouse/log/clickhouse-server.log"
     fail clickhouse "no Ok. from http://127.0.0.1:$CLICKHOUSE_HTTP_PORT/ping (exited or timed out), see .services/"
   fi
   say clickhouse "ok    $where (log: .services/clickhouse/log/)"
 }
 
-haproxy_version() { "$HAPROXY" -v 2>/dev/null | head -n 1; }
+# The first line of `haproxy -v` (not through `head`: under pipefail, haproxy's SIGPIPE would fail the check).
+haproxy_version() {
+  local version
+  version=$("$HAPROXY" -v 2>/dev/null) || return 1
+  echo "${version%%$'\n'*}"
+}
 
 check_haproxy() {
   local version
