@@ -35,7 +35,9 @@ from flare_im.ids import Snowflake, VersionClock, now_ms
 from flare_im.protocol.codec import Encoding, ServerCodec
 from flare_im.protocol.errors import CloseCode
 from flare_im.services.auth import AuthService, load_or_create_secret
+from flare_im.services.content_filter import ContentFilter
 from flare_im.services.conversations import ConversationService
+from flare_im.services.devices import DeviceService
 from flare_im.services.groups import GroupService
 from flare_im.services.idempotency import IdempotencyCache
 from flare_im.services.operations import MessageOperations
@@ -64,9 +66,12 @@ class Node:
     api: ApiContext
     router: MessageRouter
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # other backends' close()
+    stoppers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # background tasks' stop
 
     async def close(self) -> None:
-        """Close every backend (queued writes are flushed first)."""
+        """Stop background tasks, then close every backend (queued writes are flushed first)."""
+        for stop in self.stoppers:
+            await stop()
         for db in self.databases:
             await db.close()
         for close in self.closers:
@@ -122,6 +127,9 @@ async def build_node(settings: Settings) -> Node:
         max(await relational.max_version(), log_version),
         peers_lag_us=PEERS_LAG_US if settings.distributed else 0,
     )
+    content_filter = ContentFilter(relational, refresh_s=settings.filter_refresh_s)
+    await content_filter.reload()
+    content_filter.start()
     conversations = ConversationService(
         relational, relational, group_cache_ttl_s=GROUP_CACHE_TTL_S if settings.distributed else 0.0
     )
@@ -139,6 +147,7 @@ async def build_node(settings: Settings) -> Node:
         idempotency_window_s=settings.idempotency_window_s,
         rate_limiter=rate_limiter,
         user_send_rate_per_s=settings.user_send_rate_per_s,
+        content_filter=content_filter,
     )
     auth = AuthService(
         relational,
@@ -165,6 +174,7 @@ async def build_node(settings: Settings) -> Node:
         fanout=fanout,
         recall_window_s=settings.recall_window_s,
         max_body_bytes=settings.max_body_bytes,
+        content_filter=content_filter,
     )
     groups = GroupService(
         groups=relational, users=relational, conversations=conversations, router=router, log=message_log, clock=clock
@@ -203,9 +213,11 @@ async def build_node(settings: Settings) -> Node:
         router=router,
         sync=sync,
         operations=operations,
+        devices=DeviceService(relational),
+        content_filter=content_filter,
         ws_urls=[settings.ws_url],
     )
-    return Node(settings, list(databases.values()), hub, gateway, api, router, closers)
+    return Node(settings, list(databases.values()), hub, gateway, api, router, closers, [content_filter.close])
 
 
 async def open_relational(

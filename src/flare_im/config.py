@@ -52,6 +52,7 @@ class Settings:
     idempotency_window_s: int = 300
     user_send_rate_per_s: int = 0  # messages per second per user, all devices and nodes together; 0: off
     recall_window_s: float = 120.0  # a sender may recall/delete for everyone this long after sending
+    filter_refresh_s: float = 2.0  # how soon a node applies content-filter rules changed on another node
     idempotency_cache_size: int = 20_000  # most recent sends kept exactly (older ones: filters + log)
     shutdown_grace_s: float = 5.0
     gc_threshold: int = 50_000  # allocations between young-generation collections (0: Python's default)

@@ -1,5 +1,5 @@
-"""Contract of the relational ports (src/flare_im/backends/relational/base.py): UserStore, GroupStore and
-MembershipStore, for every backend. One adapter implements all three."""
+"""Contract of the relational ports (src/flare_im/backends/relational/base.py): UserStore, GroupStore,
+MembershipStore, DeviceStore and RuleStore, for every backend. One adapter implements all of them."""
 
 from __future__ import annotations
 
@@ -9,7 +9,15 @@ from typing import Any
 
 import pytest
 
-from flare_im.backends.relational.base import AlreadyExists, Group, Member, SettingsChange, User
+from flare_im.backends.relational.base import (
+    AlreadyExists,
+    FilterRule,
+    Group,
+    Member,
+    PushTarget,
+    SettingsChange,
+    User,
+)
 
 
 def user(uid: str, username: str | None = None, *, display_name: str = "", avatar: str = "") -> User:
@@ -442,3 +450,83 @@ async def test_hidden_messages_survive_reopen(relational_backend: Any) -> None:
     reopened = await relational_backend.open()
     assert await reopened.hidden_messages("d:a:b", "a") == [1, 2]
     assert (await reopened.get_member("d:a:b", "a")).version == 3
+
+
+# ---------------------------------------------------------------- push targets
+
+
+def target(uid: str, device: str, token: str, *, provider: str = "fcm", at: int = 1) -> PushTarget:
+    return PushTarget(uid=uid, device=device, provider=provider, token=token, app_id="app", locale="en", updated_at=at)
+
+
+async def test_push_target_put_replace_and_delete(relational: Any) -> None:
+    phone = target("alice", "phone", "tok-1")
+    web = PushTarget("alice", "web", "webpush", "https://push.example/ep/1", keys='{"p256dh":"k","auth":"a"}')
+    await relational.put_push_target(phone)
+    await relational.put_push_target(web)
+    await relational.put_push_target(target("bob", "tablet", "tok-2", provider="apns"))
+    assert await relational.push_targets(["alice"]) == [phone, web]
+
+    # A new token for the same device replaces the old one.
+    renewed = target("alice", "phone", "tok-1b", at=2)
+    await relational.put_push_target(renewed)
+    assert await relational.push_targets(["alice", "bob", "nobody"]) == [
+        renewed,
+        web,
+        target("bob", "tablet", "tok-2", provider="apns"),
+    ]
+
+    assert await relational.delete_push_target("alice", "phone") is True
+    assert await relational.delete_push_target("alice", "phone") is False
+    assert await relational.push_targets(["alice"]) == [web]
+    assert await relational.push_targets([]) == []
+
+
+async def test_a_token_belongs_to_one_user_and_device(relational: Any) -> None:
+    # The phone changed hands: bob logs in on it, and its token must no longer reach alice.
+    await relational.put_push_target(target("alice", "phone", "tok-shared"))
+    await relational.put_push_target(target("bob", "phone-b", "tok-shared", at=5))
+    assert await relational.push_targets(["alice", "bob"]) == [target("bob", "phone-b", "tok-shared", at=5)]
+    # The same token string of another provider is another installation.
+    await relational.put_push_target(target("alice", "mac", "tok-shared", provider="apns"))
+    assert len(await relational.push_targets(["alice", "bob"])) == 2
+
+
+async def test_concurrent_registrations_of_one_token_leave_one(relational: Any) -> None:
+    await asyncio.gather(*(relational.put_push_target(target(f"u{i}", "d", "tok-race", at=i)) for i in range(8)))
+    left = await relational.push_targets([f"u{i}" for i in range(8)])
+    assert len(left) == 1
+    assert left[0].token == "tok-race"
+
+
+# ---------------------------------------------------------------- content-filter rules
+
+
+def rule(rule_id: str, pattern: str = "spam", **fields: Any) -> FilterRule:
+    values: dict[str, Any] = {"match": "word", "action": "block", "created_at": 10, "updated_at": 10}
+    return FilterRule(rule_id=rule_id, pattern=pattern, **(values | fields))
+
+
+async def test_filter_rules_put_replace_delete_and_revision(relational: Any) -> None:
+    start = await relational.filter_rules_revision()
+    assert await relational.filter_rules() == []
+
+    await relational.put_filter_rule(rule("r2", "b[a4]d", match="regex", action="mask", note="n"))
+    await relational.put_filter_rule(rule("r1"))
+    after_puts = await relational.filter_rules_revision()
+    assert after_puts > start
+    assert [r.rule_id for r in await relational.filter_rules()] == ["r1", "r2"]
+    assert (await relational.filter_rules())[1] == rule("r2", "b[a4]d", match="regex", action="mask", note="n")
+
+    changed = rule("r1", "scam", enabled=False, updated_at=20)
+    await relational.put_filter_rule(changed)
+    assert (await relational.filter_rules())[0] == changed
+    assert await relational.filter_rules_revision() > after_puts
+
+    before_delete = await relational.filter_rules_revision()
+    assert await relational.delete_filter_rule("r1") is True
+    assert await relational.filter_rules_revision() > before_delete
+    unchanged = await relational.filter_rules_revision()
+    assert await relational.delete_filter_rule("r1") is False
+    assert await relational.filter_rules_revision() == unchanged  # nothing changed, nothing to reload
+    assert [r.rule_id for r in await relational.filter_rules()] == ["r2"]

@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from flare_im.app import build_node
-from flare_im.backends.migrations import SchemaError
+from flare_im.backends.migrations import PostgresMigrator, Schema, SchemaError
 from flare_im.backends.relational.postgres import SCHEMA as POSTGRES_SCHEMA
 from flare_im.backends.relational.sqlite import SCHEMA as SQLITE_SCHEMA
 from flare_im.cli import main
@@ -29,7 +29,7 @@ def test_sqlite_status_then_migrate_then_up_to_date(tmp_path: Path, capsys: pyte
     code, lines = run(capsys, "--status", "--data-dir", data_dir)
     assert code == 0
     assert lines[0].endswith(f"version 0 of {SQLITE_SCHEMA.latest}")
-    assert [line.split()[:2] for line in lines[1:]] == [["pending", str(v)] for v in range(1, 5)]
+    assert [line.split()[:2] for line in lines[1:]] == [["pending", str(v)] for v in range(1, SQLITE_SCHEMA.latest + 1)]
     assert not (tmp_path / "data" / "flare.db").exists()  # --status changes nothing
 
     code, lines = run(capsys, "--data-dir", data_dir)
@@ -42,7 +42,7 @@ def test_sqlite_status_then_migrate_then_up_to_date(tmp_path: Path, capsys: pyte
 
     code, lines = run(capsys, "--status", "--data-dir", data_dir)
     assert lines[0].endswith(f"version {SQLITE_SCHEMA.latest} of {SQLITE_SCHEMA.latest}")
-    assert [line.split()[:2] for line in lines[1:]] == [["applied", str(v)] for v in range(1, 5)]
+    assert [line.split()[:2] for line in lines[1:]] == [["applied", str(v)] for v in range(1, SQLITE_SCHEMA.latest + 1)]
 
 
 def test_sqlite_file_made_before_versioning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -53,11 +53,15 @@ def test_sqlite_file_made_before_versioning(tmp_path: Path, capsys: pytest.Captu
                 step(conn) if callable(step) else conn.execute(step)
     conn.close()
     code, lines = run(capsys, "--status", "--data-dir", str(tmp_path / "data"))
-    assert lines[0].endswith("version 3 of 4")
+    assert lines[0].endswith(f"version 3 of {SQLITE_SCHEMA.latest}")
     assert "made before versioning" in lines[1]
-    assert lines[4].split()[:2] == ["pending", "4"]
+    assert [line.split()[:2] for line in lines[4:]] == [
+        ["pending", str(m.version)] for m in SQLITE_SCHEMA.migrations[3:]
+    ]
     code, lines = run(capsys, "--data-dir", str(tmp_path / "data"))
-    assert (code, lines) == (0, ["relational: applied 4 hidden messages (delete for me)"])
+    assert code == 0
+    assert lines == [f"relational: applied {m.version} {m.name}" for m in SQLITE_SCHEMA.migrations[3:]]
+    assert lines[0] == "relational: applied 4 hidden messages (delete for me)"
 
 
 def test_unsupported_url_is_an_error(
@@ -101,16 +105,29 @@ async def test_node_refuses_a_postgres_schema_that_is_behind_then_runs_after_mig
     postgres_url: str, tmp_path: Path
 ) -> None:
     settings = Settings.load({"data_dir": str(tmp_path), "database_url": postgres_url}, environ={})
-    with pytest.raises(SchemaError, match=r"version 0, this code needs 1: run `flare migrate`"):
+    latest = POSTGRES_SCHEMA.latest
+    with pytest.raises(SchemaError, match=rf"version 0, this code needs {latest}: run `flare migrate`"):
         await build_node(settings)
     assert not (tmp_path / "flare.db").exists()  # refused before anything was opened
+
+    # A database of the first release, with a user in it: upgraded in place.
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        first_release = Schema("relational", POSTGRES_SCHEMA.migrations[:1])
+        await PostgresMigrator(conn, first_release).apply()
+        await conn.execute("INSERT INTO users VALUES ('carol', 'carol', NULL, 'Carol', '', 1)")
+    finally:
+        await conn.close()
+    with pytest.raises(SchemaError, match=rf"version 1, this code needs {latest}: run `flare migrate`"):
+        await build_node(settings)
 
     from flare_im.migrate import migrate
 
     [state] = await migrate(settings, apply=True)
-    assert [m.version for m in state.just_applied] == [1]
+    assert [m.version for m in state.just_applied] == list(range(2, latest + 1))
     node = await build_node(settings)
     try:
+        assert (await node.api.users.get("carol")).display_name == "Carol"  # kept by the upgrade
         await node.api.users.create_by_admin("alice")
         assert (tmp_path / "flare.db").exists()  # the message log stays embedded
     finally:

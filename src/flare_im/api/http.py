@@ -15,9 +15,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from flare_im.backends.relational.base import SettingsChange
+from flare_im.backends.relational.base import FilterRule, PushTarget, SettingsChange
 from flare_im.protocol.errors import ErrorCode, FlareError, unauthorized
 from flare_im.services.auth import AuthService, TokenPair
+from flare_im.services.content_filter import ContentFilter, stored_if_filtered
+from flare_im.services.devices import DeviceService
 from flare_im.services.groups import GroupInfo, GroupService
 from flare_im.services.operations import DELETE_FOR_ME, MessageOperations
 from flare_im.services.router import MessageRouter
@@ -33,6 +35,8 @@ class ApiContext:
     router: MessageRouter
     sync: SyncService
     operations: MessageOperations
+    devices: DeviceService
+    content_filter: ContentFilter
     ws_urls: list[str]
 
 
@@ -131,6 +135,26 @@ class ReadBody(BaseModel):
     seq: int = Field(ge=0)
 
 
+class PushBody(BaseModel):
+    provider: Literal["apns", "fcm", "webpush"]
+    token: str = Field(min_length=1, max_length=4096, description="APNs/FCM token, or the Web Push endpoint URL")
+    app_id: str = Field(default="", max_length=255, description="APNs topic (bundle id) or FCM project")
+    keys: dict[str, str] | None = Field(default=None, description="Web Push only: {p256dh, auth}")
+    locale: str = Field(default="", max_length=35)
+
+
+class RuleBody(BaseModel):
+    pattern: str = Field(min_length=1, max_length=512)
+    match: Literal["word", "regex"] = "word"
+    action: Literal["block", "mask"] = "block"
+    enabled: bool = True
+    note: str = Field(default="", max_length=512)
+
+
+class FilterCheckBody(BaseModel):
+    text: str = Field(min_length=1, max_length=65536)
+
+
 # ---------------------------------------------------------------------------- helpers
 
 
@@ -154,6 +178,26 @@ def _group(info: GroupInfo) -> dict[str, Any]:
         "owner": g.owner,
         "created_at": g.created_at,
         "member_count": info.member_count,
+    }
+
+
+def _push_target(t: PushTarget) -> dict[str, Any]:
+    out: dict[str, Any] = {"device": t.device, "provider": t.provider, "token": t.token, "app_id": t.app_id}
+    if t.keys:
+        out["keys"] = msgspec.json.decode(t.keys)
+    return out | {"locale": t.locale, "updated_at": t.updated_at}
+
+
+def _rule(r: FilterRule) -> dict[str, Any]:
+    return {
+        "rule_id": r.rule_id,
+        "pattern": r.pattern,
+        "match": r.match,
+        "action": r.action,
+        "enabled": r.enabled,
+        "note": r.note,
+        "created_at": r.created_at,
+        "updated_at": r.updated_at,
     }
 
 
@@ -278,6 +322,66 @@ def build_api(ctx: ApiContext) -> FastAPI:
         wanted = [i for i in ids.split(",") if i]
         return {"items": [_profile(u) for u in await ctx.users.profiles(wanted)]}
 
+    # ------------------------------------------------------------------ devices (push targets)
+
+    @app.get("/v1/me/devices", tags=["devices"])
+    async def my_devices(uid: User) -> dict[str, Any]:
+        """The push targets registered for the user's devices."""
+        return {"items": [_push_target(t) for t in await ctx.devices.push_targets(uid)]}
+
+    @app.put("/v1/me/devices/{device}/push", tags=["devices"])
+    async def register_push(uid: User, device: str, body: PushBody) -> dict[str, Any]:
+        """Register or replace where notifications reach this device (after login, and whenever the
+        provider issues a new token)."""
+        target = await ctx.devices.register_push(
+            uid, device, body.provider, body.token, app_id=body.app_id, keys=body.keys, locale=body.locale
+        )
+        return _push_target(target)
+
+    @app.delete("/v1/me/devices/{device}/push", tags=["devices"], status_code=204)
+    async def unregister_push(uid: User, device: str) -> None:
+        """Stop notifications to this device (at logout). Nothing registered is not an error."""
+        await ctx.devices.unregister_push(uid, device)
+
+    # ------------------------------------------------------------------ content filter (admin)
+
+    @app.get("/v1/admin/filter/rules", tags=["admin"], dependencies=[Depends(admin)])
+    async def filter_rules() -> dict[str, Any]:
+        return {"items": [_rule(r) for r in await ctx.content_filter.rules()]}
+
+    @app.post("/v1/admin/filter/rules", tags=["admin"], status_code=201, dependencies=[Depends(admin)])
+    async def create_filter_rule(body: RuleBody) -> dict[str, Any]:
+        """A new rule; this node applies it at once, the others within ``filter_refresh_s``."""
+        f = ctx.content_filter
+        rule = await f.put_rule(
+            None, pattern=body.pattern, match=body.match, action=body.action, enabled=body.enabled, note=body.note
+        )
+        return _rule(rule)
+
+    @app.put("/v1/admin/filter/rules/{rule_id}", tags=["admin"], dependencies=[Depends(admin)])
+    async def put_filter_rule(rule_id: str, body: RuleBody) -> dict[str, Any]:
+        """Create or replace the rule ``rule_id``."""
+        f = ctx.content_filter
+        rule = await f.put_rule(
+            rule_id, pattern=body.pattern, match=body.match, action=body.action, enabled=body.enabled, note=body.note
+        )
+        return _rule(rule)
+
+    @app.delete("/v1/admin/filter/rules/{rule_id}", tags=["admin"], status_code=204, dependencies=[Depends(admin)])
+    async def delete_filter_rule(rule_id: str) -> None:
+        await ctx.content_filter.delete_rule(rule_id)
+
+    @app.post("/v1/admin/filter/check", tags=["admin"], dependencies=[Depends(admin)])
+    async def check_filter(body: FilterCheckBody) -> dict[str, Any]:
+        """What this node's rules do to a text: ``{blocked, text}`` (the masked text when not blocked)."""
+        try:
+            screened = ctx.content_filter.screen({"text": body.text})
+        except FlareError as exc:
+            if exc.code != ErrorCode.BLOCKED:
+                raise
+            return {"blocked": True, "text": None}
+        return {"blocked": False, "text": screened["text"]}
+
     # ------------------------------------------------------------------ groups
 
     @app.post("/v1/groups", tags=["groups"], status_code=201)
@@ -349,13 +453,11 @@ def build_api(ctx: ApiContext) -> FastAPI:
     async def send(uid: User, conv: str, body: SendBody) -> dict[str, Any]:
         """Send as the token's user (bots, business systems): same path and ack as the WebSocket."""
         message, duplicate = await ctx.router.send(uid, conv, body.cmid, body.kind, body.body)
-        return {
-            "conv": message.conv,
-            "seq": message.seq,
-            "msg_id": message.msg_id,
-            "ts": message.ts,
-            "duplicate": duplicate,
-        }
+        out = {"conv": message.conv, "seq": message.seq, "msg_id": message.msg_id, "ts": message.ts}
+        out["duplicate"] = duplicate
+        if (stored := stored_if_filtered(body.body, message.body)) is not None:
+            out["body"] = stored
+        return out
 
     @app.post("/v1/conversations/{conv}/messages/{seq}/ops", tags=["conversations"])
     async def operate(uid: User, conv: str, seq: int, body: OpBody) -> dict[str, Any]:
@@ -368,15 +470,11 @@ def build_api(ctx: ApiContext) -> FastAPI:
             uid, conv, body.op, seq, body.opid, body=body.body, base_version=body.base_version, emoji=body.emoji
         )
         event = result.event
-        return {
-            "conv": event.conv,
-            "seq": event.seq,
-            "msg_id": event.msg_id,
-            "ts": event.ts,
-            "duplicate": result.duplicate,
-            "target": result.target,
-            "version": result.version,
-        }
+        out = {"conv": event.conv, "seq": event.seq, "msg_id": event.msg_id, "ts": event.ts}
+        out |= {"duplicate": result.duplicate, "target": result.target, "version": result.version}
+        if body.body and (stored := stored_if_filtered(body.body, event.body.get("body"))) is not None:
+            out["body"] = stored
+        return out
 
     @app.get("/v1/conversations/{conv}/messages/{seq}/revisions", tags=["conversations"])
     async def revisions(uid: User, conv: str, seq: int) -> dict[str, Any]:

@@ -55,6 +55,7 @@ from flare_im.protocol.frames import (
     UpdateSettings,
 )
 from flare_im.services.auth import AuthService
+from flare_im.services.content_filter import stored_if_filtered
 from flare_im.services.operations import DELETE_FOR_ME, MessageOperations
 from flare_im.services.presence import PresenceService
 from flare_im.services.router import MessageRouter
@@ -293,6 +294,7 @@ class ClientConnection(WSListener):
                 msg_id=message.msg_id,
                 ts=message.ts,
                 duplicate=duplicate,
+                body=stored_if_filtered(frame.body, message.body),
             )
         )
 
@@ -377,6 +379,7 @@ class ClientConnection(WSListener):
             duplicate=result.duplicate,
             target=result.target,
             version=result.version,
+            body=stored_if_filtered(frame.body, event.body.get("body")) if frame.body else None,
         )
 
     def _spawn(self, coro: Any) -> None:

@@ -21,6 +21,7 @@ class ErrorCode(IntEnum):
     OUT_OF_RANGE = 416  # seq range outside what the conversation holds for this user
     INVALID = 422  # well-formed but a field is missing, of the wrong type or out of bounds
     RATE_LIMITED = 429  # per-connection or per-user rate limit; retry after a pause
+    BLOCKED = 451  # the content filter refused the message; sending it again will not help
     INTERNAL = 500  # unexpected server error; retrying may help
     UNAVAILABLE = 503  # server shutting down or a backend is unavailable; retry elsewhere/later
 

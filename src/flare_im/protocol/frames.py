@@ -218,6 +218,7 @@ class Ack(_Frame, tag="ack"):
     duplicate: bool = False  # True when this answers a retry of an already-stored message (or op)
     target: int = 0  # an op: the seq of the message it changed
     version: int = 0  # an op: that message's version afterwards
+    body: dict[str, Any] | None = None  # the body as stored, when the content filter masked what was sent
 
 
 class Ok(_Frame, tag="ok"):

@@ -106,6 +106,44 @@ class RestClient:
         urls: list[str] = out["websocket"]
         return urls
 
+    # devices: where push notifications reach them
+    async def register_push(
+        self, device: str, provider: str, token: str, *, app_id: str = "", keys: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = await self.request(
+            "PUT",
+            f"/v1/me/devices/{device}/push",
+            json={"provider": provider, "token": token, "app_id": app_id, "keys": keys},
+        )
+        return out
+
+    async def unregister_push(self, device: str) -> None:
+        await self.request("DELETE", f"/v1/me/devices/{device}/push")
+
+    async def devices(self) -> list[dict[str, Any]]:
+        out = await self.request("GET", "/v1/me/devices")
+        items: list[dict[str, Any]] = out["items"]
+        return items
+
+    # content filter (admin)
+    async def admin_add_filter_rule(
+        self, pattern: str, *, match: str = "word", action: str = "block", rule_id: str | None = None
+    ) -> dict[str, Any]:
+        body = {"pattern": pattern, "match": match, "action": action}
+        if rule_id is None:
+            out: dict[str, Any] = await self.request("POST", "/v1/admin/filter/rules", admin=True, json=body)
+        else:
+            out = await self.request("PUT", f"/v1/admin/filter/rules/{rule_id}", admin=True, json=body)
+        return out
+
+    async def admin_delete_filter_rule(self, rule_id: str) -> None:
+        await self.request("DELETE", f"/v1/admin/filter/rules/{rule_id}", admin=True)
+
+    async def admin_filter_rules(self) -> list[dict[str, Any]]:
+        out = await self.request("GET", "/v1/admin/filter/rules", admin=True)
+        items: list[dict[str, Any]] = out["items"]
+        return items
+
     # groups
     async def create_group(self, name: str, members: list[str], *, group_id: str | None = None) -> dict[str, Any]:
         out: dict[str, Any] = await self.request(

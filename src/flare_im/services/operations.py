@@ -20,6 +20,7 @@ from flare_im.backends.relational.base import MembershipStore
 from flare_im.ids import VersionClock, now_ms
 from flare_im.protocol.errors import ErrorCode, FlareError, forbidden, invalid
 from flare_im.protocol.frames import Hidden, Message
+from flare_im.services.content_filter import ContentFilter
 from flare_im.services.conversations import GROUP, ConversationService, parse_conv
 from flare_im.services.message_kinds import MERGED, OP_KINDS, SERVER_KEYS, check_size, is_content, validate_body
 from flare_im.services.router import Fanout, MessageRouter, edit_conflict
@@ -55,6 +56,7 @@ class MessageOperations:
         fanout: Fanout,
         recall_window_s: float,
         max_body_bytes: int,
+        content_filter: ContentFilter | None = None,
     ) -> None:
         self._conversations = conversations
         self._memberships = memberships
@@ -64,6 +66,7 @@ class MessageOperations:
         self._fanout = fanout
         self._recall_window_ms = int(recall_window_s * 1000)
         self._max_body_bytes = max_body_bytes
+        self._filter = content_filter
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def apply(
@@ -201,6 +204,8 @@ class MessageOperations:
             if key in body:
                 raise invalid(f"body.{key} cannot be edited")
         validate_body("text", body, self._max_body_bytes)
+        if self._filter is not None:
+            body = self._filter.screen(body)
         kept = {k: message.body[k] for k in _QUOTE_KEYS if k in message.body}
         return Change(target=message.seq, version=message.version + 1, body={**body, **kept})
 

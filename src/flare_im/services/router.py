@@ -19,6 +19,7 @@ from flare_im.backends.sequencer.base import Sequencer
 from flare_im.ids import Snowflake, VersionClock, now_ms
 from flare_im.protocol.errors import ErrorCode, FlareError
 from flare_im.protocol.frames import ConvSettings, Hidden, Message, Receipt, TypingNotice
+from flare_im.services.content_filter import ContentFilter
 from flare_im.services.conversations import ConversationService
 from flare_im.services.idempotency import IdempotencyCache
 from flare_im.services.message_kinds import SYSTEM as SYSTEM_KIND
@@ -70,6 +71,7 @@ class MessageRouter:
         idempotency_window_s: float = 300.0,
         rate_limiter: RateLimiter | None = None,
         user_send_rate_per_s: int = 0,
+        content_filter: ContentFilter | None = None,
     ) -> None:
         self._conversations = conversations
         self._memberships = memberships
@@ -86,6 +88,7 @@ class MessageRouter:
         # A user's sends over all devices and nodes (the connection's own limit is per connection).
         self._rate = rate_limiter if user_send_rate_per_s > 0 else None
         self._user_rate = user_send_rate_per_s
+        self._filter = content_filter
 
     async def send(
         self,
@@ -113,6 +116,8 @@ class MessageRouter:
             check_size(body, self._max_body_bytes)
         else:
             validate_body(kind, body, self._max_body_bytes)
+            if self._filter is not None:
+                body = self._filter.screen(body)
         recipients = await self._conversations.recipients_for_send(sender, conv)
         if "reply_to" in body:
             body = await self._with_quote(sender, conv, body)

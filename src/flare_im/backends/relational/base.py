@@ -1,6 +1,7 @@
-"""The relational port: users, groups, memberships and per-user conversation state.
+"""The relational port: users, groups, memberships, per-user conversation state, devices' push targets and
+content-filter rules.
 
-Three small protocols; the embedded (SQLite) and distributed (PostgreSQL) adapters implement all three.
+Small protocols; the embedded (SQLite) and distributed (PostgreSQL) adapters implement all of them.
 Every write returns only after it is durable.
 """
 
@@ -157,5 +158,65 @@ class MembershipStore(Protocol):
     async def max_version(self) -> int: ...
 
 
-class RelationalStore(UserStore, GroupStore, MembershipStore, Protocol):
-    """One adapter implementing all three (what the composition root builds)."""
+@dataclass(frozen=True, slots=True)
+class PushTarget:
+    """Where the notification service reaches one device of a user (N2)."""
+
+    uid: str
+    device: str  # the ``device`` of the connection's ``auth``
+    provider: str  # apns | fcm | webpush
+    token: str  # APNs device token, FCM registration token, or the Web Push endpoint URL
+    app_id: str = ""  # APNs topic (bundle id) or FCM project; "" = the server's default
+    keys: str = ""  # Web Push only: the subscription's keys as JSON {"p256dh", "auth"}
+    locale: str = ""  # for notification templates
+    updated_at: int = 0  # epoch ms
+
+
+class DeviceStore(Protocol):
+    async def put_push_target(self, target: PushTarget) -> None:
+        """Register or replace the push target of (uid, device). A provider's token names one installation:
+        the same (provider, token) registered under another user or device before is removed, so a phone
+        that changed hands never gets the previous user's notifications."""
+        ...
+
+    async def delete_push_target(self, uid: str, device: str) -> bool:
+        """Forget the push target of (uid, device). True if there was one."""
+        ...
+
+    async def push_targets(self, uids: Sequence[str]) -> list[PushTarget]:
+        """The push targets of every device of ``uids``, by user then device."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class FilterRule:
+    """A content-filter rule (F3, F5): what to look for in message text, and what to do with a match."""
+
+    rule_id: str
+    pattern: str
+    match: str  # word: the text contains it, ignoring case | regex: a Python regular expression
+    action: str  # block: refuse the message | mask: replace each match with asterisks
+    enabled: bool = True
+    note: str = ""
+    created_at: int = 0  # epoch ms
+    updated_at: int = 0
+
+
+class RuleStore(Protocol):
+    async def put_filter_rule(self, rule: FilterRule) -> None:
+        """Create or replace the rule ``rule.rule_id``."""
+        ...
+
+    async def delete_filter_rule(self, rule_id: str) -> bool: ...
+
+    async def filter_rules(self) -> list[FilterRule]:
+        """Every rule, by id."""
+        ...
+
+    async def filter_rules_revision(self) -> int:
+        """A number that grows with every change to the rules: nodes poll it to know when to reload."""
+        ...
+
+
+class RelationalStore(UserStore, GroupStore, MembershipStore, DeviceStore, RuleStore, Protocol):
+    """One adapter implementing all of them (what the composition root builds)."""

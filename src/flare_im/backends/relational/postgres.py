@@ -1,4 +1,5 @@
-"""Relational port on PostgreSQL (distributed): users, groups, memberships, conversation state.
+"""Relational port on PostgreSQL (distributed): users, groups, memberships, conversation state, push
+targets and content-filter rules.
 
 One asyncpg pool. Every write is one statement in its own implicit transaction (one round trip) unless it
 says otherwise; ``create_group`` and ``add_members`` use an explicit transaction. ``mark_sent``, called for
@@ -20,7 +21,15 @@ from typing import Any
 import asyncpg
 
 from flare_im.backends.migrations import Migration, PostgresMigrator, Schema, check_version
-from flare_im.backends.relational.base import AlreadyExists, Group, Member, SettingsChange, User
+from flare_im.backends.relational.base import (
+    AlreadyExists,
+    FilterRule,
+    Group,
+    Member,
+    PushTarget,
+    SettingsChange,
+    User,
+)
 
 MIGRATIONS = (
     Migration(
@@ -54,11 +63,30 @@ MIGRATIONS = (
             PRIMARY KEY (uid, conv, seq))""",
         ),
     ),
+    Migration(
+        2,
+        "push targets, content-filter rules",
+        (
+            """CREATE TABLE push_targets (
+            uid TEXT NOT NULL, device TEXT NOT NULL, provider TEXT NOT NULL, token TEXT NOT NULL,
+            app_id TEXT NOT NULL, keys TEXT NOT NULL, locale TEXT NOT NULL, updated_at BIGINT NOT NULL,
+            PRIMARY KEY (uid, device))""",
+            "CREATE UNIQUE INDEX push_targets_token ON push_targets (provider, token)",
+            """CREATE TABLE filter_rules (
+            rule_id TEXT PRIMARY KEY, pattern TEXT NOT NULL, match_kind TEXT NOT NULL, action TEXT NOT NULL,
+            enabled BOOLEAN NOT NULL, note TEXT NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)""",
+            "CREATE TABLE filter_rules_revision (id INT PRIMARY KEY CHECK (id = 1), revision BIGINT NOT NULL)",
+            "INSERT INTO filter_rules_revision VALUES (1, 0)",
+        ),
+    ),
 )
 
 SCHEMA = Schema("relational", MIGRATIONS)
 
 _USER_COLS = "uid, username, display_name, avatar, created_at"
+_PUSH_COLS = "uid, device, provider, token, app_id, keys, locale, updated_at"
+_RULE_COLS = "rule_id, pattern, match_kind, action, enabled, note, created_at, updated_at"
+_BUMP_RULES = "UPDATE filter_rules_revision SET revision = revision + 1"
 _MEMBER_COLS = (
     "conv, uid, role, join_seq, read_seq, delivered_seq, version, left_conv, pinned, muted, hidden, draft, cleared_seq"
 )
@@ -468,3 +496,72 @@ class PostgresRelational:
     async def max_version(self) -> int:
         version: int = await self._pool.fetchval("SELECT coalesce(max(version), 0) FROM members")
         return version
+
+    # ---------------------------------------------------------------- push targets
+
+    async def put_push_target(self, target: PushTarget) -> None:
+        t = target
+        for attempt in range(3):
+            try:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    # Registrations of one token take turns, so the delete below sees the other's insert.
+                    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"push:{t.provider}:{t.token}")
+                    await conn.execute(
+                        "DELETE FROM push_targets WHERE provider = $1 AND token = $2 AND (uid, device) <> ($3, $4)",
+                        t.provider,
+                        t.token,
+                        t.uid,
+                        t.device,
+                    )
+                    await conn.execute(
+                        f"INSERT INTO push_targets ({_PUSH_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)"
+                        " ON CONFLICT (uid, device) DO UPDATE SET provider = excluded.provider,"
+                        " token = excluded.token, app_id = excluded.app_id, keys = excluded.keys,"
+                        " locale = excluded.locale, updated_at = excluded.updated_at",
+                        *(t.uid, t.device, t.provider, t.token, t.app_id, t.keys, t.locale, t.updated_at),
+                    )
+            except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError):
+                # Another device's registration moved this device's row meanwhile: do it again.
+                if attempt == 2:
+                    raise
+            else:
+                self.commits += 1
+                return
+
+    async def delete_push_target(self, uid: str, device: str) -> bool:
+        status = await self._write("DELETE FROM push_targets WHERE uid = $1 AND device = $2", uid, device)
+        return status != "DELETE 0"
+
+    async def push_targets(self, uids: Sequence[str]) -> list[PushTarget]:
+        rows = await self._pool.fetch(
+            f"SELECT {_PUSH_COLS} FROM push_targets WHERE uid = ANY($1::text[]) ORDER BY uid, device", list(uids)
+        )
+        return [PushTarget(*row) for row in rows]
+
+    # ---------------------------------------------------------------- content-filter rules
+
+    async def put_filter_rule(self, rule: FilterRule) -> None:
+        r = rule
+        await self._write(
+            f"WITH put AS (INSERT INTO filter_rules ({_RULE_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)"
+            " ON CONFLICT (rule_id) DO UPDATE SET pattern = excluded.pattern, match_kind = excluded.match_kind,"
+            " action = excluded.action, enabled = excluded.enabled, note = excluded.note,"
+            f" updated_at = excluded.updated_at) {_BUMP_RULES}",
+            *(r.rule_id, r.pattern, r.match, r.action, r.enabled, r.note, r.created_at, r.updated_at),
+        )
+
+    async def delete_filter_rule(self, rule_id: str) -> bool:
+        status = await self._write(
+            f"WITH gone AS (DELETE FROM filter_rules WHERE rule_id = $1 RETURNING 1) {_BUMP_RULES}"
+            " WHERE EXISTS (SELECT 1 FROM gone)",
+            rule_id,
+        )
+        return status != "UPDATE 0"
+
+    async def filter_rules(self) -> list[FilterRule]:
+        rows = await self._pool.fetch(f"SELECT {_RULE_COLS} FROM filter_rules ORDER BY rule_id")
+        return [FilterRule(*row) for row in rows]
+
+    async def filter_rules_revision(self) -> int:
+        revision: int = await self._pool.fetchval("SELECT revision FROM filter_rules_revision")
+        return revision

@@ -1,13 +1,22 @@
-"""Relational port on SQLite (embedded): users, groups, memberships, conversation state."""
+"""Relational port on SQLite (embedded): users, groups, memberships, conversation state, push targets and
+content-filter rules."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Awaitable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from flare_im.backends.migrations import Migration, Schema
-from flare_im.backends.relational.base import AlreadyExists, Group, Member, SettingsChange, User
+from flare_im.backends.relational.base import (
+    AlreadyExists,
+    FilterRule,
+    Group,
+    Member,
+    PushTarget,
+    SettingsChange,
+    User,
+)
 from flare_im.backends.sqlite_db import RowBatcher, SqliteDatabase, columns
 
 _MEMBER_SETTINGS = (
@@ -67,6 +76,23 @@ MIGRATIONS = (
             PRIMARY KEY (uid, conv, seq)) WITHOUT ROWID""",
         ),
     ),
+    Migration(
+        5,
+        "push targets, content-filter rules",
+        (
+            """CREATE TABLE push_targets (
+            uid TEXT NOT NULL, device TEXT NOT NULL, provider TEXT NOT NULL, token TEXT NOT NULL,
+            app_id TEXT NOT NULL, keys TEXT NOT NULL, locale TEXT NOT NULL, updated_at INTEGER NOT NULL,
+            PRIMARY KEY (uid, device)) WITHOUT ROWID""",
+            "CREATE UNIQUE INDEX push_targets_token ON push_targets (provider, token)",
+            """CREATE TABLE filter_rules (
+            rule_id TEXT PRIMARY KEY, pattern TEXT NOT NULL, match_kind TEXT NOT NULL, action TEXT NOT NULL,
+            enabled INTEGER NOT NULL, note TEXT NOT NULL, created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL) WITHOUT ROWID""",
+            "CREATE TABLE filter_rules_revision (id INTEGER PRIMARY KEY CHECK (id = 1), revision INTEGER NOT NULL)",
+            "INSERT INTO filter_rules_revision VALUES (1, 0)",
+        ),
+    ),
 )
 
 
@@ -86,6 +112,10 @@ def _detect_unversioned(conn: sqlite3.Connection) -> int:
 SCHEMA = Schema("relational", MIGRATIONS, detect=_detect_unversioned)
 
 _USER_COLS = "uid, username, display_name, avatar, created_at"
+_PUSH_COLS = "uid, device, provider, token, app_id, keys, locale, updated_at"
+_RULE_COLS = "rule_id, pattern, match_kind, action, enabled, note, created_at, updated_at"
+_BUMP_RULES = "UPDATE filter_rules_revision SET revision = revision + 1"
+T = TypeVar("T")
 _MEMBER_COLS = (
     "conv, uid, role, join_seq, read_seq, delivered_seq, version, left_conv, pinned, muted, hidden, draft, cleared_seq"
 )
@@ -116,6 +146,33 @@ def _member(row: Any) -> Member:
 def _mention_rows(rows: list[tuple[Any, ...]]) -> list[tuple[str, str, int, str]]:
     """(mentioned, conv, seq, sender) for every mention of a batch of ``mark_sent`` rows."""
     return [(who, row[3], row[0], row[2]) for row in rows for who in row[4]]
+
+
+def _rule(row: Any) -> FilterRule:
+    return FilterRule(
+        rule_id=row[0],
+        pattern=row[1],
+        match=row[2],
+        action=row[3],
+        enabled=bool(row[4]),
+        note=row[5],
+        created_at=row[6],
+        updated_at=row[7],
+    )
+
+
+def _atomic(conn: sqlite3.Connection, name: str, op: Callable[[], T]) -> T:
+    """Run ``op``'s statements all or none: a write shares its transaction with others (group commit), so a
+    failing multi-statement write rolls back to its own savepoint."""
+    conn.execute(f"SAVEPOINT {name}")
+    try:
+        result = op()
+    except BaseException:
+        conn.execute(f"ROLLBACK TO {name}")
+        conn.execute(f"RELEASE {name}")
+        raise
+    conn.execute(f"RELEASE {name}")
+    return result
 
 
 def _insert_members(conn: sqlite3.Connection, members: Sequence[Member]) -> None:
@@ -218,18 +275,17 @@ class SqliteRelational:
     async def create_group(self, group: Group, members: Sequence[Member]) -> None:
         row = (group.gid, group.name, group.avatar, group.owner, group.created_at)
 
+        def insert(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO groups (gid, name, avatar, owner, created_at) VALUES (?,?,?,?,?)", row)
+            _insert_members(conn, members)
+
         def op(conn: sqlite3.Connection) -> None:
-            conn.execute("SAVEPOINT create_group")
             try:
-                conn.execute("INSERT INTO groups (gid, name, avatar, owner, created_at) VALUES (?,?,?,?,?)", row)
-                _insert_members(conn, members)
-            except BaseException as exc:
-                conn.execute("ROLLBACK TO create_group")
-                conn.execute("RELEASE create_group")
-                if isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in str(exc):
-                    raise AlreadyExists(str(exc)) from None
-                raise
-            conn.execute("RELEASE create_group")
+                _atomic(conn, "create_group", lambda: insert(conn))
+            except sqlite3.IntegrityError as exc:
+                if "UNIQUE" not in str(exc):
+                    raise
+                raise AlreadyExists(str(exc)) from None
 
         await self._db.write(op)
 
@@ -326,19 +382,10 @@ class SqliteRelational:
         rows = [(uid, conv, seq, version) for seq in seqs]
 
         def op(conn: sqlite3.Connection) -> None:
-            conn.execute("SAVEPOINT hide_messages")  # both statements or neither
-            try:
-                conn.executemany(
-                    "INSERT OR IGNORE INTO hidden_messages (uid, conv, seq, version) VALUES (?,?,?,?)", rows
-                )
-                conn.execute("UPDATE members SET version = ? WHERE uid = ? AND conv = ?", (version, uid, conv))
-            except BaseException:
-                conn.execute("ROLLBACK TO hide_messages")
-                conn.execute("RELEASE hide_messages")
-                raise
-            conn.execute("RELEASE hide_messages")
+            conn.executemany("INSERT OR IGNORE INTO hidden_messages (uid, conv, seq, version) VALUES (?,?,?,?)", rows)
+            conn.execute("UPDATE members SET version = ? WHERE uid = ? AND conv = ?", (version, uid, conv))
 
-        await self._db.write(op)
+        await self._db.write(lambda conn: _atomic(conn, "hide_messages", lambda: op(conn)))
 
     async def hidden_messages(self, conv: str, uid: str, *, since: int = 0) -> list[int]:
         rows = self._db.fetchall(
@@ -360,3 +407,72 @@ class SqliteRelational:
 
     async def max_version(self) -> int:
         return int(self._db.fetchone("SELECT coalesce(max(version), 0) FROM members")[0])
+
+    # ---------------------------------------------------------------- push targets
+
+    async def put_push_target(self, target: PushTarget) -> None:
+        t = target
+        row = (t.uid, t.device, t.provider, t.token, t.app_id, t.keys, t.locale, t.updated_at)
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "DELETE FROM push_targets WHERE provider = ? AND token = ? AND NOT (uid = ? AND device = ?)",
+                (t.provider, t.token, t.uid, t.device),
+            )
+            conn.execute(
+                f"INSERT INTO push_targets ({_PUSH_COLS}) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (uid, device) DO UPDATE"
+                " SET provider = excluded.provider, token = excluded.token, app_id = excluded.app_id,"
+                " keys = excluded.keys, locale = excluded.locale, updated_at = excluded.updated_at",
+                row,
+            )
+
+        await self._db.write(lambda conn: _atomic(conn, "put_push_target", lambda: op(conn)))
+
+    async def delete_push_target(self, uid: str, device: str) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            return conn.execute("DELETE FROM push_targets WHERE uid = ? AND device = ?", (uid, device)).rowcount > 0
+
+        deleted: bool = await self._db.write(op)
+        return deleted
+
+    async def push_targets(self, uids: Sequence[str]) -> list[PushTarget]:
+        out: list[PushTarget] = []
+        for i in range(0, len(uids), 500):
+            chunk = list(uids[i : i + 500])
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.fetchall(f"SELECT {_PUSH_COLS} FROM push_targets WHERE uid IN ({marks})", chunk)
+            out += [PushTarget(*row) for row in rows]
+        return sorted(out, key=lambda t: (t.uid, t.device))
+
+    # ---------------------------------------------------------------- content-filter rules
+
+    async def put_filter_rule(self, rule: FilterRule) -> None:
+        r = rule
+        row = (r.rule_id, r.pattern, r.match, r.action, int(r.enabled), r.note, r.created_at, r.updated_at)
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                f"INSERT INTO filter_rules ({_RULE_COLS}) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (rule_id) DO UPDATE"
+                " SET pattern = excluded.pattern, match_kind = excluded.match_kind, action = excluded.action,"
+                " enabled = excluded.enabled, note = excluded.note, updated_at = excluded.updated_at",
+                row,
+            )
+            conn.execute(_BUMP_RULES)
+
+        await self._db.write(lambda conn: _atomic(conn, "put_filter_rule", lambda: op(conn)))
+
+    async def delete_filter_rule(self, rule_id: str) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            if conn.execute("DELETE FROM filter_rules WHERE rule_id = ?", (rule_id,)).rowcount == 0:
+                return False
+            conn.execute(_BUMP_RULES)
+            return True
+
+        deleted: bool = await self._db.write(lambda conn: _atomic(conn, "delete_filter_rule", lambda: op(conn)))
+        return deleted
+
+    async def filter_rules(self) -> list[FilterRule]:
+        return [_rule(row) for row in self._db.fetchall(f"SELECT {_RULE_COLS} FROM filter_rules ORDER BY rule_id")]
+
+    async def filter_rules_revision(self) -> int:
+        return int(self._db.fetchone("SELECT revision FROM filter_rules_revision")[0])

@@ -1,0 +1,129 @@
+"""The content filter (services/content_filter.py) over the embedded relational store: rule checks, the
+word trie against a plain substring search, block before mask, and reloading when the revision moves."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from flare_im.backends.relational.base import FilterRule
+from flare_im.backends.relational.sqlite import SqliteRelational
+from flare_im.backends.sqlite_db import SqliteConfig, SqliteDatabase
+from flare_im.protocol.errors import ErrorCode, FlareError
+from flare_im.services.content_filter import ContentFilter, _word_pattern, check_rule, stored_if_filtered
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteRelational]:
+    db = SqliteDatabase(SqliteConfig(path=str(tmp_path / "flare.db")))
+    relational = SqliteRelational(db)
+    db.start()
+    yield relational
+    await db.close()
+
+
+def test_word_trie_finds_exactly_what_a_substring_search_finds() -> None:
+    rng = random.Random(7)
+    alphabet = "abc文字"
+    for _ in range(300):
+        words = {"".join(rng.choice(alphabet) for _ in range(rng.randint(1, 4))) for _ in range(rng.randint(1, 6))}
+        text = "".join(rng.choice(alphabet + " ") for _ in range(rng.randint(0, 12)))
+        trie = re.compile(_word_pattern(words), re.IGNORECASE)
+        assert bool(trie.search(text)) == any(w in text for w in words), (words, text)
+        # Masking through the trie hides every occurrence of every word.
+        masked = trie.sub(lambda m: "*" * len(m.group()), text)
+        assert len(masked) == len(text)
+        assert not any(w in masked for w in words), (words, text, masked)
+
+
+def test_longest_word_is_masked_first() -> None:
+    trie = re.compile(_word_pattern(["bad", "badword"]), re.IGNORECASE)
+    assert trie.sub(lambda m: "*" * len(m.group()), "a BadWord here") == "a ******* here"
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        (FilterRule("r", "x", "glob", "block"), "match must be one of"),
+        (FilterRule("r", "x", "word", "delete"), "action must be one of"),
+        (FilterRule("r", "   ", "word", "block"), "pattern must be"),
+        (FilterRule("r", "x" * 513, "word", "block"), "pattern must be"),
+        (FilterRule("r", "(unclosed", "regex", "block"), "not a valid regular expression"),
+        (FilterRule("r", "a*", "regex", "mask"), "must not match the empty text"),
+    ],
+)
+def test_bad_rules_are_refused(rule: FilterRule, message: str) -> None:
+    with pytest.raises(FlareError, match=message) as err:
+        check_rule(rule)
+    assert err.value.code == ErrorCode.INVALID
+
+
+async def test_block_mask_and_untouched(store: SqliteRelational) -> None:
+    f = ContentFilter(store)
+    await f.reload()
+    body = {"text": "nothing to see"}
+    assert f.screen(body) is body  # no rules: the same object, no work
+
+    await f.put_rule(None, pattern="Scam", match="word", action="block")
+    await f.put_rule(None, pattern="darn", match="word", action="mask")
+    await f.put_rule(None, pattern=r"\b\d{3}-\d{4}\b", match="regex", action="mask")
+
+    with pytest.raises(FlareError) as err:
+        f.screen({"text": "a SCAMMER wrote"})
+    assert err.value.code == ErrorCode.BLOCKED
+    with pytest.raises(FlareError):  # file names and locations are text people read, too
+        f.screen({"url": "https://f/x", "name": "scam.pdf", "size": 1})
+    # block wins over mask in the same text
+    with pytest.raises(FlareError):
+        f.screen({"text": "darn scam"})
+
+    sent = {"text": "Darn, call 555-1234", "mentions": ["bob"]}
+    stored = f.screen(sent)
+    assert stored == {"text": "****, call ********", "mentions": ["bob"]}
+    assert sent["text"] == "Darn, call 555-1234"  # the caller's body is not changed in place
+    assert stored_if_filtered(sent, stored) == stored
+    clean = {"text": "hello"}
+    assert f.screen(clean) is clean
+    assert stored_if_filtered(clean, f.screen(clean)) is None
+    assert f.screen({"data": {"text": "scam"}}) == {"data": {"text": "scam"}}  # custom data is the app's
+
+
+async def test_disable_replace_and_delete_apply_at_once(store: SqliteRelational) -> None:
+    f = ContentFilter(store)
+    await f.reload()
+    rule = await f.put_rule("spam", pattern="spam", match="word", action="block")
+    with pytest.raises(FlareError):
+        f.screen({"text": "spam"})
+    replaced = await f.put_rule("spam", pattern="spam", match="word", action="block", enabled=False)
+    assert replaced.created_at == rule.created_at
+    assert f.screen({"text": "spam"}) == {"text": "spam"}
+    await f.put_rule("spam", pattern="spam", match="word", action="mask")
+    assert f.screen({"text": "spam"}) == {"text": "****"}
+    await f.delete_rule("spam")
+    assert f.screen({"text": "spam"}) == {"text": "spam"}
+    with pytest.raises(FlareError) as err:
+        await f.delete_rule("spam")
+    assert err.value.code == ErrorCode.NOT_FOUND
+
+
+async def test_another_node_sees_changes_after_its_refresh(store: SqliteRelational) -> None:
+    here, there = ContentFilter(store, refresh_s=0.05), ContentFilter(store, refresh_s=0.05)
+    await there.reload()
+    there.start()
+    try:
+        await here.put_rule(None, pattern="blocked", match="word", action="block")
+        for _ in range(100):
+            try:
+                there.screen({"text": "blocked"})
+            except FlareError:
+                break
+            await asyncio.sleep(0.02)
+        else:
+            pytest.fail("the other node never applied the new rule")
+    finally:
+        await there.close()
