@@ -1,12 +1,15 @@
 """Micro-benchmark of the send path without sockets: router.send through SQLite group commit.
 
-Run: .venv/bin/python bench/micro_send_path.py [messages] [concurrency]
-It isolates the cost of the router and storage from the gateway and the network.
+Run: .venv/bin/python bench/micro_send_path.py [messages] [concurrency] [filter_words]
+It isolates the cost of the router and storage from the gateway and the network. With ``filter_words`` > 0
+the content filter holds that many mask rules (words the messages do not contain, so every text is scanned
+in full and stored unchanged).
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import sys
 import tempfile
 import time
@@ -17,9 +20,13 @@ from flare_im.app import build_node
 from flare_im.config import Settings
 
 
-async def main(n: int, concurrency: int) -> None:
+async def main(n: int, concurrency: int, filter_words: int) -> None:
     with tempfile.TemporaryDirectory() as data_dir:
         node = await build_node(Settings.load({"data_dir": data_dir}))
+        rng = random.Random(1)
+        for _ in range(filter_words):
+            word = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(5, 9)))
+            await node.api.content_filter.put_rule(None, pattern=word + "q", match="word", action="mask")
         users = node.api.users
         pairs = 100
         for i in range(2 * pairs):
@@ -40,10 +47,9 @@ async def main(n: int, concurrency: int) -> None:
         elapsed = time.perf_counter() - start
         db = node.databases[0]
         print(f"{n} sends in {elapsed:.2f}s: {n / elapsed:,.0f} msgs/s; {db.commits} commits, {db.ops} write ops")
-        for db in node.databases:
-            await db.close()
+        await node.close()
 
 
 if __name__ == "__main__":
     args = [int(a) for a in sys.argv[1:]]
-    uvloop.run(main(*(args + [50_000, 1000][len(args) :])))
+    uvloop.run(main(*(args + [50_000, 1000, 0][len(args) :])))

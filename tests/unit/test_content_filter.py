@@ -93,6 +93,17 @@ async def test_block_mask_and_untouched(store: SqliteRelational) -> None:
     assert f.screen({"data": {"text": "scam"}}) == {"data": {"text": "scam"}}  # custom data is the app's
 
 
+async def test_letters_whose_lower_case_is_longer_keep_positions(store: SqliteRelational) -> None:
+    f = ContentFilter(store)
+    await f.put_rule(None, pattern="DARN", match="word", action="mask")
+    await f.put_rule(None, pattern="heck", match="word", action="block")
+    assert len("İ".lower()) == 2  # the case the lower-cased search cannot line up
+    assert f.screen({"text": "İstanbul, Darn it"}) == {"text": "İstanbul, **** it"}
+    assert f.screen({"text": "Darn it, darn"}) == {"text": "**** it, ****"}
+    with pytest.raises(FlareError):
+        f.screen({"text": "İ HECK"})
+
+
 async def test_disable_replace_and_delete_apply_at_once(store: SqliteRelational) -> None:
     f = ContentFilter(store)
     await f.reload()

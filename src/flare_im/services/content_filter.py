@@ -80,30 +80,62 @@ def _word_pattern(words: Iterable[str]) -> str:
     return build(trie)
 
 
+def _stars(match: re.Match[str]) -> str:
+    return "*" * len(match.group())
+
+
 @dataclass(frozen=True, slots=True)
 class _Matcher:
-    """The compiled enabled rules of one action."""
+    """The compiled enabled rules of one action.
 
-    patterns: tuple[re.Pattern[str], ...]
+    Word rules are one trie over lower-cased words, searched in the lower-cased text: several times faster
+    than an IGNORECASE search. Where lower-casing changes a text's length (a few letters, such as "İ"), the
+    positions no longer line up with the original, and the IGNORECASE twin is used instead."""
+
+    words: re.Pattern[str] | None = None
+    words_any_case: re.Pattern[str] | None = None
+    regexes: tuple[re.Pattern[str], ...] = ()
 
     @classmethod
     def of(cls, rules: list[FilterRule]) -> _Matcher:
         words = sorted({r.pattern.lower() for r in rules if r.match == "word"})
-        patterns = [re.compile(_word_pattern(words), re.IGNORECASE)] if words else []
+        regexes = []
         for rule in rules:
             if rule.match == "regex":
                 try:
-                    patterns.append(re.compile(rule.pattern))
+                    regexes.append(re.compile(rule.pattern))
                 except re.error:  # written by another version, or by hand: skipped, not fatal
                     log.warning("content filter: rule %s has an invalid regex, ignored", rule.rule_id)
-        return cls(tuple(patterns))
+        if not words:
+            return cls(regexes=tuple(regexes))
+        trie = _word_pattern(words)
+        return cls(re.compile(trie), re.compile(trie, re.IGNORECASE), tuple(regexes))
+
+    @property
+    def empty(self) -> bool:
+        return self.words is None and not self.regexes
 
     def search(self, text: str) -> bool:
-        return any(p.search(text) for p in self.patterns)
+        if self.words is not None and self.words_any_case is not None:
+            lower = text.lower()
+            if self.words.search(lower) if len(lower) == len(text) else self.words_any_case.search(text):
+                return True
+        return any(p.search(text) for p in self.regexes)
 
     def mask(self, text: str) -> str:
-        for pattern in self.patterns:
-            text = pattern.sub(lambda m: "*" * len(m.group()), text)
+        if self.words is not None and self.words_any_case is not None:
+            lower = text.lower()
+            if len(lower) != len(text):
+                text = self.words_any_case.sub(_stars, text)
+            elif self.words.search(lower):  # most texts match nothing: searching is cheaper than substituting
+                spans = [m.span() for m in self.words.finditer(lower)]
+                chars = list(text)
+                for start, end in spans:
+                    chars[start:end] = "*" * (end - start)
+                text = "".join(chars)
+        for pattern in self.regexes:
+            if pattern.search(text):
+                text = pattern.sub(_stars, text)
         return text
 
 
@@ -112,18 +144,15 @@ class ContentFilter:
         self._rules = rules
         self._refresh_s = refresh_s
         self._revision = -1
-        self._block = _Matcher(())
-        self._mask = _Matcher(())
+        self._block = _Matcher()
+        self._mask = _Matcher()
+        self._active = False  # any enabled rule
         self._task: asyncio.Task[None] | None = None
-
-    @property
-    def active(self) -> bool:
-        return bool(self._block.patterns or self._mask.patterns)
 
     def screen(self, body: dict[str, Any]) -> dict[str, Any]:
         """``body`` as it may be stored: the same object when no rule applies, a copy with masked text when
         a mask rule matched. Raises 451 when a block rule matched."""
-        if not self.active:
+        if not self._active:
             return body
         masked: dict[str, Any] | None = None
         for field in FILTERED_FIELDS:
@@ -132,7 +161,7 @@ class ContentFilter:
                 continue
             if self._block.search(text):
                 raise FlareError(ErrorCode.BLOCKED, "the message was refused by the content filter")
-            if self._mask.patterns:
+            if not self._mask.empty:
                 clean = self._mask.mask(text)
                 if clean != text:
                     masked = masked if masked is not None else dict(body)
@@ -178,6 +207,7 @@ class ContentFilter:
         rules = [r for r in await self._rules.filter_rules() if r.enabled]
         self._block = _Matcher.of([r for r in rules if r.action == "block"])
         self._mask = _Matcher.of([r for r in rules if r.action == "mask"])
+        self._active = not (self._block.empty and self._mask.empty)
         self._revision = revision
         log.info("content filter: %d rules (revision %d)", len(rules), revision)
 
