@@ -51,7 +51,7 @@ def check_rule(rule: FilterRule) -> None:
 def stored_if_filtered(sent: dict[str, Any], stored: Any) -> dict[str, Any] | None:
     """The stored body when the filter masked a field of the ``sent`` one (an ack then carries it, so the
     sending device shows what everybody else sees), else None."""
-    if not isinstance(stored, dict) or stored is sent:
+    if stored is sent or not isinstance(stored, dict):  # the common case first: stored as sent
         return None
     changed = any(stored.get(field) != sent.get(field) for field in FILTERED_FIELDS if field in sent)
     return stored if changed else None
