@@ -22,7 +22,7 @@ import pytest
 from tests.services import require
 
 from flare_im.devcluster import Cluster
-from flare_im.protocol.errors import FlareError
+from flare_im.protocol.errors import ErrorCode, FlareError
 from flare_im.sdk.client import Disconnected, FlareClient
 from flare_im.sdk.rest import RestClient
 
@@ -134,6 +134,42 @@ class Chatter:
             await asyncio.sleep(pause)
 
 
+async def _rules_and_push_targets_are_shared(cluster: Cluster, token: str) -> None:
+    """A filter rule made on one node applies on the other within filter_refresh_s (both read PostgreSQL),
+    and a device's push target registered through one node is what the other sees."""
+    node0, node1 = (f"http://127.0.0.1:{api}" for api, _ in cluster.node_ports)
+    async with (
+        RestClient(node0, admin_key=ADMIN_KEY) as admin0,
+        RestClient(node1, admin_key=ADMIN_KEY) as admin1,
+        RestClient(node0, token=token) as ann0,
+        RestClient(node1, token=token) as ann1,
+    ):
+        await admin0.admin_create_user("eve")
+        rule = await admin0.admin_add_filter_rule("forbidden-word", action="block")
+        deadline = time.monotonic() + 10
+        blocked = False
+        while not blocked and time.monotonic() < deadline:
+            try:
+                # A file, in a conversation of its own: what gets through before the rule applies stays out
+                # of the text messages the rest of the test counts.
+                file = {"url": "https://files.example/1", "name": "forbidden-word.pdf", "size": 1}
+                await ann1.send("d:ann:eve", uuid.uuid4().hex, file, kind="file")
+            except FlareError as exc:
+                if exc.code != ErrorCode.BLOCKED:
+                    raise
+                blocked = True
+            else:
+                await asyncio.sleep(0.2)
+        assert blocked, "node 1 never applied the rule made on node 0"
+        await admin1.admin_delete_filter_rule(rule["rule_id"])
+        assert await admin0.admin_filter_rules() == []
+
+        await ann0.register_push("phone", "fcm", "fcm-" + "t" * 40)
+        assert [(d["device"], d["provider"]) for d in await ann1.devices()] == [("phone", "fcm")]
+        await ann1.unregister_push("phone")
+        assert await ann0.devices() == []
+
+
 @pytest.mark.timeout(300)
 async def test_two_nodes_behind_haproxy_survive_kill_9(cluster: Cluster) -> None:
     rng = random.Random(7)
@@ -157,6 +193,8 @@ async def test_two_nodes_behind_haproxy_survive_kill_9(cluster: Cluster) -> None
     await asyncio.sleep(0.5)
     for c in chatters:
         assert c.client.pending_messages() > 0, f"{c.uid} received no pushes"
+
+    await _rules_and_push_targets_are_shared(cluster, tokens["ann"])
 
     # Redis is a cache: it loses every key of this deployment mid-conversation (as a Redis restarted empty).
     # The sequencer re-seeds from the durable log (after the worker caught up), so no seq is reused, and
