@@ -176,6 +176,15 @@ async def test_create_group_duplicate_gid_raises_and_writes_no_members(relationa
     assert await relational.max_version() == 1
 
 
+async def test_get_groups_returns_the_existing_subset(relational: Any) -> None:
+    for gid in ("g1", "g2", "g3"):
+        await relational.create_group(group(gid, name=f"Team {gid}"), [Member(conv=f"g:{gid}", uid="alice")])
+    got = await relational.get_groups(["g3", "nope", "g1"])
+    assert sorted(got, key=lambda g: g.gid) == [group("g1", name="Team g1"), group("g3", name="Team g3")]
+    assert await relational.get_groups([]) == []
+    assert len(await relational.get_groups([f"x{i}" for i in range(1200)] + ["g2"])) == 1
+
+
 async def test_update_group_is_partial(relational: Any) -> None:
     await relational.create_group(group("g1", name="Team"), [])
     await relational.update_group("g1", name="Renamed", avatar=None)
@@ -440,6 +449,26 @@ async def test_hide_messages_is_idempotent_and_keeps_the_first_version(relationa
     assert (await relational.get_member("g:h", "alice")).version == 9
     await relational.hide_messages("g:h", "alice", [], 10)
     assert await relational.hidden_messages("g:h", "alice") == [2, 4, 6]
+
+
+async def test_hidden_in_many_conversations_at_once(relational: Any) -> None:
+    await relational.add_members(
+        [Member(conv=c, uid=u, version=1) for c in ("g:a", "g:b", "g:c") for u in ("alice", "bob")]
+    )
+    await relational.hide_messages("g:a", "alice", [3, 1], 5)
+    await relational.hide_messages("g:a", "alice", [4], 7)
+    await relational.hide_messages("g:b", "alice", [9], 6)
+    await relational.hide_messages("g:c", "bob", [2], 6)
+
+    assert await relational.hidden_in("alice", ["g:a", "g:b", "g:c", "g:none"]) == {
+        "g:a": {1: 5, 3: 5, 4: 7},
+        "g:b": {9: 6},
+    }
+    assert await relational.hidden_in("alice", ["g:b"]) == {"g:b": {9: 6}}
+    assert await relational.hidden_in("bob", ["g:a", "g:c"]) == {"g:c": {2: 6}}
+    assert await relational.hidden_in("alice", []) == {}
+    many = [f"g:x{i}" for i in range(1200)] + ["g:a"]  # more than one chunk of parameters
+    assert await relational.hidden_in("alice", many) == {"g:a": {1: 5, 3: 5, 4: 7}}
 
 
 async def test_hidden_messages_survive_reopen(relational_backend: Any) -> None:

@@ -9,6 +9,7 @@ finished). An entry may then be listed twice; none is ever skipped.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import msgspec
@@ -98,8 +99,13 @@ class SyncService:
         changed.sort(key=lambda vm: vm[0], reverse=strategy == FAST)
         page = changed[:limit]
         mentions = await self._memberships.unread_mentions(uid) if page else {}
+        # One round trip each for the page's peers, groups and "deleted for me" messages, not one per entry.
         peer_ids = [_peer(m.conv, uid) for _, m in page if m.conv.startswith("d:")]
-        peers = {u.uid: u for u in await self._users.get_users(peer_ids)}
+        peers = {u.uid: u for u in await self._users.get_users(peer_ids)} if peer_ids else {}
+        gids = [m.conv[2:] for _, m in page if not m.conv.startswith("d:")]
+        groups = {g.gid: g for g in await self._groups.get_groups(gids)} if gids else {}
+        present = [m.conv for _, m in page if not m.left]
+        hidden_by_conv = await self._memberships.hidden_in(uid, present) if present else {}
         items: list[ConvSummary] = []
         for version, m in page:
             head = None if m.left else heads.get(m.conv)
@@ -131,18 +137,18 @@ class SyncService:
                 summary.name = user.display_name if user else peer
                 summary.avatar = user.avatar if user else ""
             else:
-                group = await self._groups.get_group(m.conv[2:])
+                group = groups.get(m.conv[2:])
                 summary.role = m.role
                 if group is not None:
                     summary.name, summary.avatar = group.name, group.avatar
+            hidden = hidden_by_conv.get(m.conv, {})
             if not m.left:
-                hidden = await self._memberships.hidden_messages(m.conv, uid, since=since)
-                summary.hidden_seqs = [seq for seq in hidden if seq > floor]
+                summary.hidden_seqs = sorted(seq for seq, at in hidden.items() if at > since and seq > floor)
                 if summary.last is not None:
-                    [summary.last] = await self._hide(uid, m.conv, [summary.last])
+                    [summary.last] = _tombstones([summary.last], hidden)
             if recent and not m.left and max_seq > floor:
                 newest = await self._log.range(m.conv, after=floor, before=max_seq + 1, limit=recent, newest=True)
-                summary.recent = await self._hide(uid, m.conv, newest)
+                summary.recent = _tombstones(newest, hidden)
             items.append(summary)
         more = len(changed) > limit
         version = since
@@ -184,19 +190,9 @@ class SyncService:
         return MessagePage(conv=conv, items=items, max_seq=max_seq, min_seq=floor + 1, more=more)
 
     async def _hide(self, uid: str, conv: str, items: list[Message]) -> list[Message]:
-        """Messages the user deleted for itself stay in the page (seqs stay gapless) as tombstones that
-        later operations on them no longer change."""
         if not items:
             return items
-        hidden = set(await self._memberships.hidden_messages(conv, uid))
-        if not hidden:
-            return items
-        return [
-            msgspec.structs.replace(m, body={}, state="hidden", reactions={}, version=1, edited_at=0)
-            if m.seq in hidden
-            else m
-            for m in items
-        ]
+        return _tombstones(items, set(await self._memberships.hidden_messages(conv, uid)))
 
     async def mark_read(self, uid: str, device: str, conv: str, seq: int) -> bool:
         """Advance the user's read seq (never back); tell the user's other devices and, in a direct
@@ -278,3 +274,16 @@ def _peer(conv: str, uid: str) -> str:
         return ""
     users = parse_conv(conv).users
     return users[1] if users[0] == uid else users[0]
+
+
+def _tombstones(items: list[Message], hidden: Collection[int]) -> list[Message]:
+    """Messages the user deleted for itself stay in the page (seqs stay gapless) as tombstones that later
+    operations on them no longer change."""
+    if not hidden:
+        return items
+    return [
+        msgspec.structs.replace(m, body={}, state="hidden", reactions={}, version=1, edited_at=0)
+        if m.seq in hidden
+        else m
+        for m in items
+    ]

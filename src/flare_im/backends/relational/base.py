@@ -96,6 +96,10 @@ class GroupStore(Protocol):
 
     async def get_group(self, gid: str) -> Group | None: ...
 
+    async def get_groups(self, gids: Sequence[str]) -> list[Group]:
+        """The groups of ``gids`` that exist, in no particular order (one round trip)."""
+        ...
+
     async def update_group(self, gid: str, *, name: str | None, avatar: str | None) -> None: ...
 
 
@@ -149,6 +153,11 @@ class MembershipStore(Protocol):
 
     async def hidden_messages(self, conv: str, uid: str, *, since: int = 0) -> list[int]:
         """Seqs of ``conv`` that ``uid`` hid at a version > ``since``, ascending."""
+        ...
+
+    async def hidden_in(self, uid: str, convs: Sequence[str]) -> dict[str, dict[int, int]]:
+        """Every message ``uid`` hid in ``convs``: conv -> {seq: version it was hidden at} (one round trip;
+        conversations with none are absent)."""
         ...
 
     async def advance_delivered(self, conv: str, uid: str, seq: int) -> bool:

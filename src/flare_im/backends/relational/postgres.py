@@ -386,6 +386,12 @@ class PostgresRelational:
         row = await self._pool.fetchrow("SELECT gid, name, avatar, owner, created_at FROM groups WHERE gid = $1", gid)
         return Group(gid=row[0], name=row[1], avatar=row[2], owner=row[3], created_at=row[4]) if row else None
 
+    async def get_groups(self, gids: Sequence[str]) -> list[Group]:
+        rows = await self._pool.fetch(
+            "SELECT gid, name, avatar, owner, created_at FROM groups WHERE gid = ANY($1::text[])", list(gids)
+        )
+        return [Group(gid=r[0], name=r[1], avatar=r[2], owner=r[3], created_at=r[4]) for r in rows]
+
     async def update_group(self, gid: str, *, name: str | None, avatar: str | None) -> None:
         await self._write(
             "UPDATE groups SET name = coalesce($1, name), avatar = coalesce($2, avatar) WHERE gid = $3",
@@ -486,6 +492,15 @@ class PostgresRelational:
             since,
         )
         return [row[0] for row in rows]
+
+    async def hidden_in(self, uid: str, convs: Sequence[str]) -> dict[str, dict[int, int]]:
+        rows = await self._pool.fetch(
+            "SELECT conv, seq, version FROM hidden_messages WHERE uid = $1 AND conv = ANY($2::text[])", uid, list(convs)
+        )
+        out: dict[str, dict[int, int]] = {}
+        for conv, seq, version in rows:
+            out.setdefault(conv, {})[seq] = version
+        return out
 
     async def advance_delivered(self, conv: str, uid: str, seq: int) -> bool:
         status = await self._write(

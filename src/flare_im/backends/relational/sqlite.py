@@ -293,6 +293,17 @@ class SqliteRelational:
         row = self._db.fetchone("SELECT gid, name, avatar, owner, created_at FROM groups WHERE gid = ?", (gid,))
         return Group(gid=row[0], name=row[1], avatar=row[2], owner=row[3], created_at=row[4]) if row else None
 
+    async def get_groups(self, gids: Sequence[str]) -> list[Group]:
+        out: list[Group] = []
+        for i in range(0, len(gids), 500):
+            chunk = list(gids[i : i + 500])
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.fetchall(
+                f"SELECT gid, name, avatar, owner, created_at FROM groups WHERE gid IN ({marks})", chunk
+            )
+            out += [Group(gid=r[0], name=r[1], avatar=r[2], owner=r[3], created_at=r[4]) for r in rows]
+        return out
+
     async def update_group(self, gid: str, *, name: str | None, avatar: str | None) -> None:
         def op(conn: sqlite3.Connection) -> None:
             conn.execute(
@@ -393,6 +404,18 @@ class SqliteRelational:
             (uid, conv, since),
         )
         return [row[0] for row in rows]
+
+    async def hidden_in(self, uid: str, convs: Sequence[str]) -> dict[str, dict[int, int]]:
+        out: dict[str, dict[int, int]] = {}
+        for i in range(0, len(convs), 500):
+            chunk = list(convs[i : i + 500])
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.fetchall(
+                f"SELECT conv, seq, version FROM hidden_messages WHERE uid = ? AND conv IN ({marks})", [uid, *chunk]
+            )
+            for conv, seq, version in rows:
+                out.setdefault(conv, {})[seq] = version
+        return out
 
     async def advance_delivered(self, conv: str, uid: str, seq: int) -> bool:
         def op(conn: sqlite3.Connection) -> bool:
