@@ -185,6 +185,15 @@ async def test_get_groups_returns_the_existing_subset(relational: Any) -> None:
     assert len(await relational.get_groups([f"x{i}" for i in range(1200)] + ["g2"])) == 1
 
 
+async def test_count_members_of_many_conversations(relational: Any) -> None:
+    await relational.add_members([Member(conv="g:a", uid=u) for u in ("alice", "bob", "carol")])
+    await relational.add_members([Member(conv="g:b", uid="alice")])
+    await relational.set_left("g:a", "carol", 2)
+    assert await relational.count_members(["g:a", "g:b", "g:none"]) == {"g:a": 2, "g:b": 1}
+    assert await relational.count_members([]) == {}
+    assert await relational.count_members([f"g:x{i}" for i in range(1200)] + ["g:b"]) == {"g:b": 1}
+
+
 async def test_update_group_is_partial(relational: Any) -> None:
     await relational.create_group(group("g1", name="Team"), [])
     await relational.update_group("g1", name="Renamed", avatar=None)

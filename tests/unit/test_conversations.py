@@ -1,11 +1,27 @@
-"""Conversation ids (src/flare_im/services/conversations.py): parse_conv, direct_conv, group_conv, check_id."""
+"""Conversation ids (src/flare_im/services/conversations.py): parse_conv, direct_conv, group_conv, check_id;
+and member counts of many conversations at once."""
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import pytest
 
+from flare_im.backends.relational.base import Member
+from flare_im.backends.relational.sqlite import SqliteRelational
+from flare_im.backends.sqlite_db import SqliteConfig, SqliteDatabase
 from flare_im.protocol.errors import ErrorCode, FlareError
-from flare_im.services.conversations import DIRECT, GROUP, ConvRef, check_id, direct_conv, group_conv, parse_conv
+from flare_im.services.conversations import (
+    DIRECT,
+    GROUP,
+    ConversationService,
+    ConvRef,
+    check_id,
+    direct_conv,
+    group_conv,
+    parse_conv,
+)
 
 
 @pytest.mark.parametrize("value", ["a", "alice", "Bob_2", "a.b-c@d", "x" * 64, "0", "_", "@", "-"])
@@ -97,3 +113,22 @@ def test_direct_conv_round_trips_through_parse_conv() -> None:
         ref = parse_conv(direct_conv(a, b))
         assert ref.kind == DIRECT
         assert set(ref.users) == {a, b}
+
+
+async def test_member_counts_use_fresh_cache_and_one_query_for_the_rest(tmp_path: Path) -> None:
+    db = SqliteDatabase(SqliteConfig(path=str(tmp_path / "flare.db")))
+    store = SqliteRelational(db)
+    db.start()
+    try:
+        await store.add_members([Member(conv="g:a", uid=u) for u in ("u1", "u2", "u3")])
+        await store.add_members([Member(conv="g:b", uid="u1")])
+        service = ConversationService(store, store, group_cache_ttl_s=0.05)
+        assert len(await service.members("g:a")) == 3  # now cached
+        await store.add_members([Member(conv="g:a", uid="u4")])  # as another node would
+
+        counts = await service.member_counts(["d:u1:u2", "g:a", "g:b", "g:gone"])
+        assert counts == {"d:u1:u2": 2, "g:a": 3, "g:b": 1, "g:gone": 0}  # g:a from the fresh cache
+        await asyncio.sleep(0.06)
+        assert (await service.member_counts(["g:a"]))["g:a"] == 4  # stale cache: read again
+    finally:
+        await db.close()

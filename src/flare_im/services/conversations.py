@@ -156,6 +156,26 @@ class ConversationService:
                 return 0
             raise
 
+    async def member_counts(self, convs: list[str]) -> dict[str, int]:
+        """Member counts of many conversations: direct ones are 2, groups come from the cache where it is
+        fresh and from one query for the rest (a group that does not exist counts 0)."""
+        counts: dict[str, int] = {}
+        unknown: list[str] = []
+        now = time.monotonic()
+        for conv in convs:
+            if conv.startswith("d:"):
+                counts[conv] = 2
+                continue
+            cached = self._groups.get(conv)
+            if cached is not None and not (self._group_ttl_s and now - cached.loaded_at > self._group_ttl_s):
+                counts[conv] = len(cached.members)
+            else:
+                unknown.append(conv)
+        if unknown:
+            found = await self._memberships.count_members(unknown)
+            counts.update((conv, found.get(conv, 0)) for conv in unknown)
+        return counts
+
     # ------------------------------------------------------------------ membership changes
 
     async def add_members(self, members: list[Member]) -> None:

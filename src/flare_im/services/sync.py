@@ -99,13 +99,15 @@ class SyncService:
         changed.sort(key=lambda vm: vm[0], reverse=strategy == FAST)
         page = changed[:limit]
         mentions = await self._memberships.unread_mentions(uid) if page else {}
-        # One round trip each for the page's peers, groups and "deleted for me" messages, not one per entry.
+        # One round trip each for the page's peers, groups, member counts and "deleted for me" messages, not
+        # one per entry.
         peer_ids = [_peer(m.conv, uid) for _, m in page if m.conv.startswith("d:")]
         peers = {u.uid: u for u in await self._users.get_users(peer_ids)} if peer_ids else {}
         gids = [m.conv[2:] for _, m in page if not m.conv.startswith("d:")]
         groups = {g.gid: g for g in await self._groups.get_groups(gids)} if gids else {}
         present = [m.conv for _, m in page if not m.left]
         hidden_by_conv = await self._memberships.hidden_in(uid, present) if present else {}
+        member_counts = await self._conversations.member_counts([m.conv for _, m in page])
         items: list[ConvSummary] = []
         for version, m in page:
             head = None if m.left else heads.get(m.conv)
@@ -120,7 +122,7 @@ class SyncService:
                 read_seq=read_seq,
                 unread=0 if m.left else max(0, max_seq - read_seq),
                 unread_mentions=0 if m.left else mentions.get(m.conv, 0),
-                member_count=await self._conversations.member_count(m.conv),
+                member_count=member_counts[m.conv],
                 join_seq=m.join_seq,
                 last=head.last if head and head.last and head.last.seq > floor else None,
                 pinned=m.pinned,

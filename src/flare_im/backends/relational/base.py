@@ -121,6 +121,10 @@ class MembershipStore(Protocol):
         """Current (not left) members, in join order."""
         ...
 
+    async def count_members(self, convs: Sequence[str]) -> dict[str, int]:
+        """Current members of each of ``convs`` (one round trip; conversations with none are absent)."""
+        ...
+
     async def list_user_convs(self, uid: str) -> list[Member]:
         """Every conversation row of ``uid``, left ones included."""
         ...

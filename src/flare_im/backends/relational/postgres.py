@@ -429,6 +429,13 @@ class PostgresRelational:
         )
         return [_member(r) for r in rows]
 
+    async def count_members(self, convs: Sequence[str]) -> dict[str, int]:
+        rows = await self._pool.fetch(
+            "SELECT conv, count(*) FROM members WHERE conv = ANY($1::text[]) AND NOT left_conv GROUP BY conv",
+            list(convs),
+        )
+        return {row[0]: row[1] for row in rows}
+
     async def list_user_convs(self, uid: str) -> list[Member]:
         rows = await self._pool.fetch(f"SELECT {_MEMBER_COLS} FROM members WHERE uid = $1", uid)
         return [_member(r) for r in rows]

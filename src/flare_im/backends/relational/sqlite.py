@@ -345,6 +345,17 @@ class SqliteRelational:
         )
         return [_member(r) for r in rows]
 
+    async def count_members(self, convs: Sequence[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for i in range(0, len(convs), 500):
+            chunk = list(convs[i : i + 500])
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.fetchall(
+                f"SELECT conv, count(*) FROM members WHERE conv IN ({marks}) AND left_conv = 0 GROUP BY conv", chunk
+            )
+            out.update(rows)
+        return out
+
     async def list_user_convs(self, uid: str) -> list[Member]:
         return [_member(r) for r in self._db.fetchall(f"SELECT {_MEMBER_COLS} FROM members WHERE uid = ?", (uid,))]
 
