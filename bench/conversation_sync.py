@@ -1,20 +1,24 @@
 """Benchmark of the conversation-list sync (SyncService.conversations): a new device restoring a long list.
 
-Run: .venv/bin/python bench/conversation_sync.py [conversations] [rounds] [database_url]
+Run: .venv/bin/python bench/conversation_sync.py [conversations] [rounds] [sqlite|postgres|cluster]
 One user in ``conversations`` conversations (half direct, half groups of 5), each with a few messages and one
 deleted "for me"; then ``rounds`` full syncs of the whole list in pages of 100, with the newest 5 messages of
-each entry, on a node that has cached none of them (the first round) and then on the same node again. The
-relational store is PostgreSQL when ``database_url`` is given (a scratch database is made
-and dropped; ``scripts/services.sh start`` runs one), else the embedded SQLite file.
+each entry, on a node that has cached none of them (the first round) and then on the same node again.
+``postgres``: the relational store is a scratch PostgreSQL database. ``cluster``: a node in distributed
+mode, also with Redis (L0), Kafka and ClickHouse scratch names. The engines are those of
+``scripts/services.sh start`` (its ``env`` URLs).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 
 import asyncpg
@@ -24,21 +28,34 @@ from flare_im.config import Settings
 from flare_im.migrate import migrate
 
 
-async def run(n: int, rounds: int, database_url: str | None) -> None:
-    scratch = None
-    if database_url:
-        scratch = f"flare_bench_{uuid.uuid4().hex[:8]}"
-        admin = await asyncpg.connect(database_url)
+async def run(n: int, rounds: int, mode: str) -> None:
+    run_id = uuid.uuid4().hex[:8]
+    scratch = f"flare_bench_{run_id}"
+    postgres = os.environ.get("FLARE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/flare_test")
+    clickhouse = os.environ.get("FLARE_TEST_CLICKHOUSE_URL", "clickhouse://127.0.0.1:18123/default")
+    ch_http = "http://" + clickhouse.split("://", 1)[1].split("/", 1)[0]
+    values: dict[str, object] = {}
+    if mode in ("postgres", "cluster"):
+        admin = await asyncpg.connect(postgres)
         await admin.execute(f"CREATE DATABASE {scratch}")
         await admin.close()
+        values["database_url"] = postgres.rsplit("/", 1)[0] + f"/{scratch}"
+    if mode == "cluster":
+        _clickhouse(ch_http, f"CREATE DATABASE {scratch}")
+        values |= {
+            "cache_url": os.environ.get("FLARE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"),
+            "cache_prefix": f"{scratch}:",
+            "queue_url": os.environ.get("FLARE_TEST_KAFKA_URL", "kafka://127.0.0.1:19092"),
+            "messages_topic": f"{scratch}.messages",
+            "message_store_url": clickhouse.rsplit("/", 1)[0] + f"/{scratch}",
+            "store_group": f"{scratch}-store",
+        }
     try:
         with tempfile.TemporaryDirectory() as data_dir:
-            values = {"data_dir": data_dir}
-            if scratch and database_url:
-                values["database_url"] = database_url.rsplit("/", 1)[0] + f"/{scratch}"
-            settings = Settings.load(values, environ={})
-            if scratch:
+            settings = Settings.load({"data_dir": data_dir, **values}, environ={})
+            if "database_url" in values:
                 await migrate(settings, apply=True)
+            worker = _start_worker(values) if mode == "cluster" else None
             node = await build_node(settings)
             try:
                 await _fill(node, n)
@@ -47,14 +64,35 @@ async def run(n: int, rounds: int, database_url: str | None) -> None:
             # Another node (or this one restarted): nothing of these conversations is cached.
             node = await build_node(settings)
             try:
-                await _measure(node, n, rounds, "PostgreSQL" if scratch else "SQLite")
+                await _measure(node, n, rounds, mode)
             finally:
                 await node.close()
+                if worker is not None:
+                    worker.terminate()
+                    worker.wait(30)
     finally:
-        if scratch and database_url:
-            admin = await asyncpg.connect(database_url)
+        if "database_url" in values:
+            admin = await asyncpg.connect(postgres)
             await admin.execute(f"DROP DATABASE {scratch} WITH (FORCE)")
             await admin.close()
+        if mode == "cluster":
+            _clickhouse(ch_http, f"DROP DATABASE IF EXISTS {scratch}")
+
+
+def _start_worker(values: dict[str, object]) -> subprocess.Popen[bytes]:
+    """``flare worker store`` with the same settings: sends wait for it to confirm what L0 cannot."""
+    env = {**os.environ, "FLARE_LOG_LEVEL": "WARNING"} | {f"FLARE_{k.upper()}": str(v) for k, v in values.items()}
+    command = [sys.executable, "-m", "flare_im.cli", "worker", "store"]
+    worker = subprocess.Popen(command, stdout=subprocess.PIPE, env=env)
+    assert worker.stdout is not None
+    if not worker.stdout.readline().startswith(b"flare worker ready"):
+        worker.kill()
+        raise RuntimeError("the store worker did not start")
+    return worker
+
+
+def _clickhouse(url: str, sql: str) -> None:
+    urllib.request.urlopen(urllib.request.Request(url, data=sql.encode()), timeout=30).read()
 
 
 async def _fill(node: object, n: int) -> None:
@@ -100,5 +138,7 @@ if __name__ == "__main__":
     args = sys.argv[1:]
     count = int(args[0]) if args else 400
     rounds = int(args[1]) if len(args) > 1 else 5
-    url = args[2] if len(args) > 2 else None
-    asyncio.run(run(count, rounds, url))
+    engine = args[2] if len(args) > 2 else "sqlite"
+    if engine not in ("sqlite", "postgres", "cluster"):
+        sys.exit(f"unknown mode {engine!r}: sqlite, postgres or cluster")
+    asyncio.run(run(count, rounds, engine))
