@@ -39,7 +39,7 @@ from flare_im.services.content_filter import ContentFilter
 from flare_im.services.conversations import ConversationService
 from flare_im.services.devices import DeviceService
 from flare_im.services.groups import GroupService
-from flare_im.services.idempotency import IdempotencyCache
+from flare_im.services.idempotency import IdempotencyCache, SharedIdempotencyKeeper
 from flare_im.services.operations import MessageOperations
 from flare_im.services.presence import PresenceService
 from flare_im.services.router import Fanout, MessageRouter
@@ -127,9 +127,17 @@ async def build_node(settings: Settings) -> Node:
         max(await relational.max_version(), log_version),
         peers_lag_us=PEERS_LAG_US if settings.distributed else 0,
     )
+    stoppers: list[Callable[[], Awaitable[None]]] = []
+    if shared_idempotency is not None:
+        keeper = SharedIdempotencyKeeper(
+            shared_idempotency, message_log.recent_client_ids, window_s=settings.idempotency_window_s
+        )
+        keeper.start()
+        stoppers.append(keeper.close)
     content_filter = ContentFilter(relational, refresh_s=settings.filter_refresh_s)
     await content_filter.reload()
     content_filter.start()
+    stoppers.append(content_filter.close)
     conversations = ConversationService(
         relational, relational, group_cache_ttl_s=GROUP_CACHE_TTL_S if settings.distributed else 0.0
     )
@@ -217,7 +225,7 @@ async def build_node(settings: Settings) -> Node:
         content_filter=content_filter,
         ws_urls=[settings.ws_url],
     )
-    return Node(settings, list(databases.values()), hub, gateway, api, router, closers, [content_filter.close])
+    return Node(settings, list(databases.values()), hub, gateway, api, router, closers, stoppers)
 
 
 async def open_relational(

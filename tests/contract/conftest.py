@@ -574,9 +574,11 @@ def _make_idempotency_backend(name: str) -> Any:
 
 @pytest.fixture(params=IDEMPOTENCY_BACKENDS)
 async def idempotency_backend(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
-    """Opens idempotency stores over one shared state (``open()``, one per node)."""
+    """Opens idempotency stores over one shared state (``open()``, one per node), restored as a new
+    deployment's is (from an empty log)."""
     backend = _make_idempotency_backend(request.param)
     try:
+        assert await backend.open().restore([], complete=True, window_s=600.0)
         yield backend
     finally:
         await backend.close_all()

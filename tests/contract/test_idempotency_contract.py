@@ -90,3 +90,47 @@ async def test_a_claim_that_ran_out_is_reclaimed_with_a_warning(idempotency_back
     await b.release("alice", "m1")
     assert await a.reserve("alice", "m1", TTL_S) == RECLAIMED
     assert await a.reserve("alice", "other", TTL_S) == CLAIMED
+
+
+async def test_a_store_that_lost_its_data_does_not_vouch_until_restored(idempotency_backend: Any) -> None:
+    a: IdempotencyStore = idempotency_backend.open()
+    b: IdempotencyStore = idempotency_backend.open()
+    assert await a.vouched()
+    assert await a.reserve("alice", "before", TTL_S) == CLAIMED
+    await a.complete("alice", "before", b"stored", TTL_S)
+
+    await idempotency_backend.flush()  # Redis restarted empty: the claim and the result are gone
+    assert not await a.vouched()
+    assert not await b.vouched()
+    assert await b.reserve("alice", "new", TTL_S) == RECLAIMED  # cannot tell: look in the log
+    assert await b.reserve("alice", "new", TTL_S) == HELD
+
+    # A node restores it from the log's recent sends: those answer RECLAIMED, others CLAIMED again.
+    assert await a.restore([("alice", "before"), ("bob", "x")], complete=True, window_s=600.0)
+    assert await b.vouched()
+    assert await b.reserve("alice", "before", TTL_S) == RECLAIMED
+    assert await b.reserve("bob", "x", TTL_S) == RECLAIMED
+    assert await b.reserve("alice", "after", TTL_S) == CLAIMED
+
+
+async def test_an_incomplete_restore_vouches_after_the_window(idempotency_backend: Any) -> None:
+    store: IdempotencyStore = idempotency_backend.open()
+    await idempotency_backend.flush()
+    assert await store.restore([("alice", "m1")], complete=False, window_s=0.3)
+    assert not await store.vouched()
+    assert await store.reserve("alice", "m2", TTL_S) == RECLAIMED
+    await asyncio.sleep(0.4)
+    assert await store.vouched()
+    assert await store.reserve("alice", "m3", TTL_S) == CLAIMED
+
+
+async def test_concurrent_restores_leave_the_store_vouched(idempotency_backend: Any) -> None:
+    a: IdempotencyStore = idempotency_backend.open()
+    b: IdempotencyStore = idempotency_backend.open()
+    await idempotency_backend.flush()
+    keys = [("alice", f"m{i}") for i in range(12_000)]  # more than one pipeline of the Redis store
+    done = await asyncio.gather(*(s.restore(keys, complete=True, window_s=600.0) for s in (a, b)))
+    assert any(done)
+    assert await a.vouched()
+    assert await b.reserve("alice", "m11999", TTL_S) == RECLAIMED
+    assert await b.reserve("alice", "m12000", TTL_S) == CLAIMED

@@ -1,4 +1,5 @@
-"""IdempotencyCache (src/flare_im/services/idempotency.py): exact recent entries plus Bloom filters."""
+"""IdempotencyCache (src/flare_im/services/idempotency.py): exact recent entries plus Bloom filters; and the
+keeper that restores a cluster's shared store from the log."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ from types import SimpleNamespace
 
 import pytest
 
+from flare_im.backends.idempotency.base import CLAIMED, RECLAIMED
+from flare_im.backends.idempotency.memory import MemoryIdempotencyState, MemoryIdempotencyStore
+from flare_im.ids import now_ms
 from flare_im.protocol.frames import Message
 from flare_im.services import idempotency
-from flare_im.services.idempotency import BloomFilter, IdempotencyCache
+from flare_im.services.idempotency import BloomFilter, IdempotencyCache, SharedIdempotencyKeeper
 
 
 def message(seq: int, cmid: str = "c") -> Message:
@@ -128,3 +132,52 @@ def test_filters_grow_when_full(clock: FakeMonotonic) -> None:
     assert all(cache.maybe_stored(k) for k in keys)
     misses = sum(cache.maybe_stored(("u", f"x{i}")) for i in range(5000))
     assert misses < 5000 * 0.1
+
+
+async def test_keeper_restores_a_store_that_lost_its_data() -> None:
+    state = MemoryIdempotencyState()
+    store = MemoryIdempotencyStore(state)
+    asked: list[tuple[int, int]] = []
+
+    async def recent(since_ms: int, limit: int) -> list[tuple[str, str]]:
+        asked.append((since_ms, limit))
+        return [("alice", "m1"), ("alice", "m2")]
+
+    keeper = SharedIdempotencyKeeper(store, recent, window_s=300.0, check_s=0.01, limit=10)
+    assert await store.reserve("alice", "m0", 60) == RECLAIMED  # a new store vouches for nothing yet
+    keeper.start()
+    try:
+        for _ in range(100):
+            if await store.vouched():
+                break
+            await asyncio.sleep(0.01)
+        assert await store.vouched()
+        assert abs(asked[0][0] - (now_ms() - 300_000)) < 5_000  # the sends of the last window
+        assert await store.reserve("alice", "m2", 60) == RECLAIMED  # restored from the log
+        assert await store.reserve("alice", "m3", 60) == CLAIMED
+        calls = len(asked)
+        await asyncio.sleep(0.05)
+        assert len(asked) == calls  # vouched: the log is not read again
+
+        state.clear()  # Redis restarted empty
+        for _ in range(100):
+            if await store.vouched():
+                break
+            await asyncio.sleep(0.01)
+        assert await store.vouched()
+        assert len(asked) == calls + 1
+    finally:
+        await keeper.close()
+
+
+async def test_keeper_with_more_keys_than_it_reads_vouches_only_after_the_window() -> None:
+    store = MemoryIdempotencyStore()
+
+    async def recent(since_ms: int, limit: int) -> list[tuple[str, str]]:
+        return [("alice", f"m{i}") for i in range(limit)]  # the log holds at least this many
+
+    keeper = SharedIdempotencyKeeper(store, recent, window_s=0.2, limit=3)
+    assert await keeper.check()
+    assert not await store.vouched()
+    await asyncio.sleep(0.3)
+    assert await store.vouched()

@@ -10,12 +10,12 @@ local devices. Lookups for frames queued in one loop iteration share one round t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
 
 import msgspec
 
+from flare_im.aio import stop_tasks
 from flare_im.backends.bus.base import NodeBus
 from flare_im.backends.routes.base import RouteTable
 from flare_im.gateway.hub import Hub
@@ -74,11 +74,7 @@ class ClusterFanout:
         ]
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(self._tasks)
         await self._bus.close()
 
     # ------------------------------------------------------------------ routes

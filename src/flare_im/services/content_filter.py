@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from flare_im.aio import stop_tasks
 from flare_im.backends.relational.base import FilterRule, RuleStore
 from flare_im.ids import now_ms
 from flare_im.protocol.errors import ErrorCode, FlareError, invalid, not_found
@@ -216,8 +217,7 @@ class ContentFilter:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await stop_tasks([self._task])
             self._task = None
 
     async def _refresh(self) -> None:

@@ -16,11 +16,17 @@ whose key fell out of the filters may be stored as a new message.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
+from flare_im.aio import stop_tasks
+from flare_im.backends.idempotency.base import IdempotencyStore
+from flare_im.ids import now_ms
 from flare_im.protocol.frames import Message
+
+log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
 _MASK = (1 << 64) - 1
@@ -150,3 +156,51 @@ class IdempotencyCache:
             self._previous = self._current
             self._current = [BloomFilter(max(self._bloom_capacity, size))]
             self._epoch_started = now
+
+
+class SharedIdempotencyKeeper:
+    """Keeps the shared idempotency store of a cluster vouched for: when it lost its data (a Redis that
+    restarted empty, or a new deployment), one node restores it from the durable log's recent sends.
+    Until then every claim answers RECLAIMED and sends look in the log: slower, never wrong."""
+
+    def __init__(
+        self,
+        store: IdempotencyStore,
+        recent: Callable[[int, int], Awaitable[list[Key]]],
+        *,
+        window_s: float,
+        check_s: float = 2.0,
+        limit: int = 2_000_000,
+    ) -> None:
+        self._store = store
+        self._recent = recent  # (since epoch ms, limit) -> keys the log holds from then on
+        self._window_s = window_s
+        self._check_s = check_s
+        self._limit = limit
+        self._task: asyncio.Task[None] | None = None
+
+    async def check(self) -> bool:
+        """Restore the store if it does not vouch; True when it vouches (or this node just restored it)."""
+        if await self._store.vouched():
+            return True
+        keys = await self._recent(now_ms() - int(self._window_s * 1000), self._limit)
+        done = await self._store.restore(keys, complete=len(keys) < self._limit, window_s=self._window_s)
+        if done:
+            log.warning("idempotency store restored from the message log (%d recent sends)", len(keys))
+        return done
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            await stop_tasks([self._task])
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.check()
+            except Exception:  # the log or the store is unreachable for now: sends keep checking the log
+                log.exception("restoring the idempotency store failed")
+            await asyncio.sleep(self._check_s)

@@ -122,10 +122,11 @@ class MessageRouter:
         if "reply_to" in body:
             body = await self._with_quote(sender, conv, body)
         if self._shared is not None:
+            # The shared store answers for every node (and looks in the log itself when it cannot vouch).
             elsewhere = await self._claim_shared(sender, cmid)
             if elsewhere is not None:
                 return elsewhere, True
-        if self._idempotency.claim(key):
+        elif self._idempotency.claim(key):
             stored = await self._log.find_by_client_id(sender, cmid)
             if stored is not None:
                 self._idempotency.put(key, stored)

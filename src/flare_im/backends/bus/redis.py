@@ -20,6 +20,7 @@ from collections import deque
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
+from flare_im.aio import stop_tasks
 from flare_im.backends.bus.base import Handler
 from flare_im.backends.redis_client import RedisOwner, RedisSource
 
@@ -180,9 +181,7 @@ class RedisNodeBus:
         self._closed = True
         self._handlers.clear()  # from here on nothing is delivered
         if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+            await stop_tasks([self._reader])
             self._reader = None
         await self._drop_pubsub()
         if self._writer is not None:

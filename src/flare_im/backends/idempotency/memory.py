@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from flare_im.backends.idempotency.base import CLAIMED, HELD, RECLAIMED
 
@@ -18,10 +19,12 @@ class MemoryIdempotencyState:
         self.entries: dict[tuple[str, str], Entry] = {}
         self.claimed_once: dict[tuple[str, str], float] = {}  # key -> deadline of the memory of a claim
         self.operations_since_sweep = 0
+        self.vouched_from: float | None = None  # monotonic time from which fresh claims are trusted
 
     def clear(self) -> None:
         self.entries.clear()
         self.claimed_once.clear()
+        self.vouched_from = None
 
 
 class MemoryIdempotencyStore:
@@ -45,7 +48,20 @@ class MemoryIdempotencyStore:
         before = self._state.claimed_once.get(key, 0.0) > now
         self._state.entries[key] = (_CLAIMED, now + ttl_s)
         self._state.claimed_once[key] = now + self._remember_s
-        return RECLAIMED if before else CLAIMED
+        return RECLAIMED if before or not self._vouched(now) else CLAIMED
+
+    def _vouched(self, now: float) -> bool:
+        return self._state.vouched_from is not None and now >= self._state.vouched_from
+
+    async def vouched(self) -> bool:
+        return self._vouched(time.monotonic())
+
+    async def restore(self, keys: Sequence[tuple[str, str]], *, complete: bool, window_s: float) -> bool:
+        now = time.monotonic()
+        for key in keys:
+            self._state.claimed_once[key] = now + self._remember_s
+        self._state.vouched_from = now if complete else now + window_s
+        return True
 
     async def complete(self, sender: str, cmid: str, result: bytes, ttl_s: float) -> None:
         self._state.entries[(sender, cmid)] = (result, time.monotonic() + ttl_s)
