@@ -9,12 +9,13 @@ finished). An entry may then be listed twice; none is ever skipped.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection
 from dataclasses import dataclass
 
 import msgspec
 
-from flare_im.backends.message_log.base import MessageLog
+from flare_im.backends.message_log.base import ConvHead, MessageLog
 from flare_im.backends.relational.base import GroupStore, Member, MembershipStore, SettingsChange, UserStore
 from flare_im.ids import VersionClock
 from flare_im.protocol.errors import ErrorCode, FlareError, invalid
@@ -108,6 +109,7 @@ class SyncService:
         present = [m.conv for _, m in page if not m.left]
         hidden_by_conv = await self._memberships.hidden_in(uid, present) if present else {}
         member_counts = await self._conversations.member_counts([m.conv for _, m in page])
+        newest = await self._newest(page, heads, recent)
         items: list[ConvSummary] = []
         for version, m in page:
             head = None if m.left else heads.get(m.conv)
@@ -148,9 +150,8 @@ class SyncService:
                 summary.hidden_seqs = sorted(seq for seq, at in hidden.items() if at > since and seq > floor)
                 if summary.last is not None:
                     [summary.last] = _tombstones([summary.last], hidden)
-            if recent and not m.left and max_seq > floor:
-                newest = await self._log.range(m.conv, after=floor, before=max_seq + 1, limit=recent, newest=True)
-                summary.recent = _tombstones(newest, hidden)
+            if m.conv in newest:
+                summary.recent = _tombstones(newest[m.conv], hidden)
             items.append(summary)
         more = len(changed) > limit
         version = since
@@ -190,6 +191,26 @@ class SyncService:
             more = len(items) == limit and items[0].seq > floor + 1
         items = await self._hide(uid, conv, items)
         return MessagePage(conv=conv, items=items, max_seq=max_seq, min_seq=floor + 1, more=more)
+
+    async def _newest(
+        self, page: list[tuple[int, Member]], heads: dict[str, ConvHead], recent: int
+    ) -> dict[str, list[Message]]:
+        """The ``recent`` newest messages of each present entry of a page, read concurrently (in a cluster
+        each is a cache round trip)."""
+        wanted = []
+        for _, m in page:
+            head = heads.get(m.conv)
+            floor = max(m.join_seq, m.cleared_seq)
+            max_seq = head.max_seq if head else max(m.read_seq, m.join_seq)
+            if recent and not m.left and max_seq > floor:
+                wanted.append((m.conv, floor, max_seq))
+        pages = await asyncio.gather(
+            *(
+                self._log.range(conv, after=floor, before=top + 1, limit=recent, newest=True)
+                for conv, floor, top in wanted
+            )
+        )
+        return {conv: items for (conv, _, _), items in zip(wanted, pages, strict=True)}
 
     async def _hide(self, uid: str, conv: str, items: list[Message]) -> list[Message]:
         if not items:
