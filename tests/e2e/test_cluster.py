@@ -164,6 +164,18 @@ async def _rules_and_push_targets_are_shared(cluster: Cluster, token: str) -> No
         await admin1.admin_delete_filter_rule(rule["rule_id"])
         assert await admin0.admin_filter_rules() == []
 
+        # An operation retried through the other node (its first ack was lost) is applied once.
+        photo = {"url": "https://files.example/2.png", "width": 10, "height": 10}
+        sent = await ann0.send("d:ann:eve", "op-target", photo, kind="image")  # not a text: the counts below stay
+        path = f"/v1/conversations/d:ann:eve/messages/{sent['seq']}/ops"
+        op = {"op": "react", "opid": "op-retried", "emoji": "👍"}
+        first = await ann0.request("POST", path, json=op)
+        retry = await ann1.request("POST", path, json=op)
+        assert (first["duplicate"], retry["duplicate"]) == (False, True)
+        assert retry["seq"] == first["seq"]
+        history = await ann1.history("d:ann:eve")
+        assert [m["kind"] for m in history["items"]].count("react") == 1
+
         await ann0.register_push("phone", "fcm", "fcm-" + "t" * 40)
         assert [(d["device"], d["provider"]) for d in await ann1.devices()] == [("phone", "fcm")]
         await ann1.unregister_push("phone")

@@ -170,6 +170,15 @@ class MessageRouter:
         """The event ``sender`` already stored (or is storing) under ``cmid``, if any: an op retried."""
         key = (sender, cmid)
         known = self._idempotency.get(key)
+        if known is None and self._shared is not None:
+            # Several nodes: the shared store has the result of every op stored within the window. When it
+            # cannot vouch (Redis lost its data), the log has the last word.
+            raw = await self._shared.get(sender, cmid)
+            if raw is not None:
+                return _decode_message(raw)
+            if await self._shared.vouched():
+                return None
+            return await self._log.find_by_client_id(sender, cmid)
         if known is None and self._idempotency.claim(key):
             stored = await self._log.find_by_client_id(sender, cmid)
             if stored is not None:
