@@ -62,7 +62,11 @@ class AutoPipeline:
                 pipe = self._redis.pipeline(transaction=False)
                 for args, _, _ in batch:
                     pipe.execute_command(*args)
-                replies = await pipe.execute(raise_on_error=False)
+                try:
+                    replies = await pipe.execute(raise_on_error=False)
+                except asyncio.CancelledError:  # at shutdown: give the connection back to the pool
+                    await pipe.reset()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+                    raise
                 self.pipelines += 1
             except Exception as exc:
                 for _, fut, _ in batch:
