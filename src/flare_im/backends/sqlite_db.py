@@ -31,6 +31,7 @@ T = TypeVar("T")
 WriteOp = Callable[[sqlite3.Connection], Any]
 
 _STOP = object()
+_IN_CHUNK = 500  # values per IN list: far below the parameter limit of any SQLite build
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +139,15 @@ class SqliteDatabase:
 
     def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
         return self.reader.execute(sql, tuple(params)).fetchall()
+
+    def fetchall_in(self, sql: str, values: Sequence[Any], params: Sequence[Any] = ()) -> list[Any]:
+        """``fetchall`` of ``sql`` whose ``IN (?*)`` stands for ``values``, run on chunks of them (a statement
+        takes a bounded number of parameters); ``params`` go before the values. Rows come chunk by chunk."""
+        rows: list[Any] = []
+        for i in range(0, len(values), _IN_CHUNK):
+            chunk = values[i : i + _IN_CHUNK]
+            rows += self.fetchall(sql.replace("IN (?*)", f"IN ({','.join('?' * len(chunk))})"), (*params, *chunk))
+        return rows
 
     # ------------------------------------------------------------- checkpoint thread
 

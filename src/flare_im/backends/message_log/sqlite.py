@@ -118,17 +118,11 @@ class SqliteMessageLog:
         return self._db.write(lambda conn: _apply(conn, row, change, version))
 
     async def get(self, conv: str, seqs: Sequence[int]) -> list[Message]:
-        wanted = sorted(set(seqs))
-        out: list[Message] = []
-        for i in range(0, len(wanted), 500):
-            chunk = wanted[i : i + 500]
-            rows = self._db.fetchall(
-                f"SELECT {_COLUMNS} FROM messages WHERE conv = ? AND seq IN ({','.join('?' * len(chunk))})"
-                " ORDER BY seq",
-                (conv, *chunk),
-            )
-            out.extend(_row_to_message(r) for r in rows)
-        return out
+        # Chunks of ascending seqs, each ordered: the rows come in seq order.
+        rows = self._db.fetchall_in(
+            f"SELECT {_COLUMNS} FROM messages WHERE conv = ? AND seq IN (?*) ORDER BY seq", sorted(set(seqs)), (conv,)
+        )
+        return [_row_to_message(r) for r in rows]
 
     async def revisions(self, conv: str, seq: int) -> list[Revision]:
         rows = self._db.fetchall(
@@ -141,20 +135,16 @@ class SqliteMessageLog:
         return int(row[0]) if row else 0
 
     async def heads(self, convs: Sequence[str]) -> dict[str, ConvHead]:
-        out: dict[str, ConvHead] = {}
-        for i in range(0, len(convs), 500):
-            chunk = list(convs[i : i + 500])
-            marks = ",".join("?" * len(chunk))
-            rows = self._db.fetchall(
-                f"SELECT h.conv, h.max_seq, h.version, {', '.join('m.' + c.strip() for c in _COLUMNS.split(','))}"
-                f" FROM conv_heads h LEFT JOIN messages m ON m.conv = h.conv AND m.seq = h.max_seq"
-                f" WHERE h.conv IN ({marks})",
-                chunk,
-            )
-            for r in rows:
-                last = _row_to_message(r[3:]) if r[3] is not None else None
-                out[r[0]] = ConvHead(conv=r[0], max_seq=r[1], version=r[2], last=last)
-        return out
+        rows = self._db.fetchall_in(
+            f"SELECT h.conv, h.max_seq, h.version, {', '.join('m.' + c.strip() for c in _COLUMNS.split(','))}"
+            " FROM conv_heads h LEFT JOIN messages m ON m.conv = h.conv AND m.seq = h.max_seq WHERE h.conv IN (?*)",
+            convs,
+        )
+        heads: dict[str, ConvHead] = {}
+        for r in rows:
+            last = _row_to_message(r[3:]) if r[3] is not None else None
+            heads[r[0]] = ConvHead(conv=r[0], max_seq=r[1], version=r[2], last=last)
+        return heads
 
     async def range(self, conv: str, *, after: int, before: int, limit: int, newest: bool) -> list[Message]:
         order = "DESC" if newest else "ASC"

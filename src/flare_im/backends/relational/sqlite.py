@@ -231,13 +231,7 @@ class SqliteRelational:
         return _user(row) if row else None
 
     async def get_users(self, uids: Sequence[str]) -> list[User]:
-        out: list[User] = []
-        for i in range(0, len(uids), 500):
-            chunk = list(uids[i : i + 500])
-            marks = ",".join("?" * len(chunk))
-            rows = self._db.fetchall(f"SELECT {_USER_COLS} FROM users WHERE uid IN ({marks})", chunk)
-            out += [_user(r) for r in rows]
-        return out
+        return [_user(r) for r in self._db.fetchall_in(f"SELECT {_USER_COLS} FROM users WHERE uid IN (?*)", uids)]
 
     async def get_credentials(self, username: str) -> tuple[str, str] | None:
         row = self._db.fetchone(
@@ -294,15 +288,8 @@ class SqliteRelational:
         return Group(gid=row[0], name=row[1], avatar=row[2], owner=row[3], created_at=row[4]) if row else None
 
     async def get_groups(self, gids: Sequence[str]) -> list[Group]:
-        out: list[Group] = []
-        for i in range(0, len(gids), 500):
-            chunk = list(gids[i : i + 500])
-            marks = ",".join("?" * len(chunk))
-            rows = self._db.fetchall(
-                f"SELECT gid, name, avatar, owner, created_at FROM groups WHERE gid IN ({marks})", chunk
-            )
-            out += [Group(gid=r[0], name=r[1], avatar=r[2], owner=r[3], created_at=r[4]) for r in rows]
-        return out
+        rows = self._db.fetchall_in("SELECT gid, name, avatar, owner, created_at FROM groups WHERE gid IN (?*)", gids)
+        return [Group(gid=r[0], name=r[1], avatar=r[2], owner=r[3], created_at=r[4]) for r in rows]
 
     async def update_group(self, gid: str, *, name: str | None, avatar: str | None) -> None:
         def op(conn: sqlite3.Connection) -> None:
@@ -346,15 +333,10 @@ class SqliteRelational:
         return [_member(r) for r in rows]
 
     async def count_members(self, convs: Sequence[str]) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for i in range(0, len(convs), 500):
-            chunk = list(convs[i : i + 500])
-            marks = ",".join("?" * len(chunk))
-            rows = self._db.fetchall(
-                f"SELECT conv, count(*) FROM members WHERE conv IN ({marks}) AND left_conv = 0 GROUP BY conv", chunk
-            )
-            out.update(rows)
-        return out
+        rows = self._db.fetchall_in(
+            "SELECT conv, count(*) FROM members WHERE conv IN (?*) AND left_conv = 0 GROUP BY conv", convs
+        )
+        return dict(rows)
 
     async def list_user_convs(self, uid: str) -> list[Member]:
         return [_member(r) for r in self._db.fetchall(f"SELECT {_MEMBER_COLS} FROM members WHERE uid = ?", (uid,))]
@@ -417,15 +399,12 @@ class SqliteRelational:
         return [row[0] for row in rows]
 
     async def hidden_in(self, uid: str, convs: Sequence[str]) -> dict[str, dict[int, int]]:
+        rows = self._db.fetchall_in(
+            "SELECT conv, seq, version FROM hidden_messages WHERE uid = ? AND conv IN (?*)", convs, (uid,)
+        )
         out: dict[str, dict[int, int]] = {}
-        for i in range(0, len(convs), 500):
-            chunk = list(convs[i : i + 500])
-            marks = ",".join("?" * len(chunk))
-            rows = self._db.fetchall(
-                f"SELECT conv, seq, version FROM hidden_messages WHERE uid = ? AND conv IN ({marks})", [uid, *chunk]
-            )
-            for conv, seq, version in rows:
-                out.setdefault(conv, {})[seq] = version
+        for conv, seq, version in rows:
+            out.setdefault(conv, {})[seq] = version
         return out
 
     async def advance_delivered(self, conv: str, uid: str, seq: int) -> bool:
@@ -470,13 +449,8 @@ class SqliteRelational:
         return deleted
 
     async def push_targets(self, uids: Sequence[str]) -> list[PushTarget]:
-        out: list[PushTarget] = []
-        for i in range(0, len(uids), 500):
-            chunk = list(uids[i : i + 500])
-            marks = ",".join("?" * len(chunk))
-            rows = self._db.fetchall(f"SELECT {_PUSH_COLS} FROM push_targets WHERE uid IN ({marks})", chunk)
-            out += [PushTarget(*row) for row in rows]
-        return sorted(out, key=lambda t: (t.uid, t.device))
+        rows = self._db.fetchall_in(f"SELECT {_PUSH_COLS} FROM push_targets WHERE uid IN (?*)", uids)
+        return sorted((PushTarget(*row) for row in rows), key=lambda t: (t.uid, t.device))
 
     # ---------------------------------------------------------------- content-filter rules
 
