@@ -113,9 +113,7 @@ class SyncService:
         items: list[ConvSummary] = []
         for version, m in page:
             head = None if m.left else heads.get(m.conv)
-            read_seq = max(m.read_seq, m.join_seq)
-            floor = max(m.join_seq, m.cleared_seq)
-            max_seq = head.max_seq if head else read_seq
+            read_seq, floor, max_seq = _bounds(m, head)
             summary = ConvSummary(
                 conv=m.conv,
                 kind=DIRECT if m.conv.startswith("d:") else GROUP,
@@ -199,9 +197,7 @@ class SyncService:
         each is a cache round trip)."""
         wanted = []
         for _, m in page:
-            head = heads.get(m.conv)
-            floor = max(m.join_seq, m.cleared_seq)
-            max_seq = head.max_seq if head else max(m.read_seq, m.join_seq)
+            _, floor, max_seq = _bounds(m, heads.get(m.conv))
             if recent and not m.left and max_seq > floor:
                 wanted.append((m.conv, floor, max_seq))
         pages = await asyncio.gather(
@@ -297,6 +293,13 @@ def _peer(conv: str, uid: str) -> str:
         return ""
     users = parse_conv(conv).users
     return users[1] if users[0] == uid else users[0]
+
+
+def _bounds(m: Member, head: ConvHead | None) -> tuple[int, int, int]:
+    """(read seq, floor, max seq) of a list entry: the member reads seqs above the floor; without a head (none
+    yet, or the member left) the max seq is the read seq."""
+    read_seq = max(m.read_seq, m.join_seq)
+    return read_seq, max(m.join_seq, m.cleared_seq), head.max_seq if head else read_seq
 
 
 def _tombstones(items: list[Message], hidden: Collection[int]) -> list[Message]:
