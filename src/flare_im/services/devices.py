@@ -15,6 +15,7 @@ import msgspec
 from flare_im.backends.relational.base import DeviceStore, PushTarget
 from flare_im.ids import now_ms
 from flare_im.protocol.errors import invalid
+from flare_im.protocol.frames import DeviceId
 
 PROVIDERS = ("apns", "fcm", "webpush")
 _APNS_TOKEN = re.compile(r"[0-9a-f]{64,200}")
@@ -29,8 +30,10 @@ class WebPushKeys(msgspec.Struct, forbid_unknown_fields=True):
 
 
 def _check_device(device: str) -> None:
-    if not 1 <= len(device) <= 64:
-        raise invalid("device must be 1-64 characters (the device of the connection's auth)")
+    try:
+        msgspec.convert(device, DeviceId)  # the protocol's own rule for the device of `auth`
+    except msgspec.ValidationError as exc:
+        raise invalid(f"device: {exc} (the device of the connection's auth)") from None
 
 
 def _normalized_token(provider: str, token: str, keys: dict[str, str] | None) -> tuple[str, str]:
