@@ -11,7 +11,6 @@ node that changed them, and within ``refresh_s`` on every other node (one primar
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import uuid
@@ -19,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from flare_im.aio import stop_tasks
+from flare_im.aio import Repeater
 from flare_im.backends.relational.base import FilterRule, RuleStore
 from flare_im.ids import now_ms
 from flare_im.protocol.errors import ErrorCode, FlareError, invalid, not_found
@@ -143,12 +142,12 @@ class _Matcher:
 class ContentFilter:
     def __init__(self, rules: RuleStore, *, refresh_s: float = 2.0) -> None:
         self._rules = rules
-        self._refresh_s = refresh_s
         self._revision = -1
         self._block = _Matcher()
         self._mask = _Matcher()
         self._active = False  # any enabled rule
-        self._task: asyncio.Task[None] | None = None
+        # A failed reload keeps the rules we have.
+        self._refresher = Repeater(self.reload, refresh_s, what="reloading the content-filter rules")
 
     def screen(self, body: dict[str, Any]) -> dict[str, Any]:
         """``body`` as it may be stored: the same object when no rule applies, a copy with masked text when
@@ -213,17 +212,7 @@ class ContentFilter:
         log.info("content filter: %d rules (revision %d)", len(rules), revision)
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._refresh())
+        self._refresher.start()
 
     async def close(self) -> None:
-        if self._task is not None:
-            await stop_tasks([self._task])
-            self._task = None
-
-    async def _refresh(self) -> None:
-        while True:
-            await asyncio.sleep(self._refresh_s)
-            try:
-                await self.reload()
-            except Exception:  # the store is briefly unreachable: keep the rules we have
-                log.exception("content filter: reloading the rules failed")
+        await self._refresher.close()

@@ -21,7 +21,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 
-from flare_im.aio import stop_tasks
+from flare_im.aio import Repeater
 from flare_im.backends.idempotency.base import IdempotencyStore
 from flare_im.ids import now_ms
 from flare_im.protocol.frames import Message
@@ -175,9 +175,9 @@ class SharedIdempotencyKeeper:
         self._store = store
         self._recent = recent  # (since epoch ms, limit) -> keys the log holds from then on
         self._window_s = window_s
-        self._check_s = check_s
         self._limit = limit
-        self._task: asyncio.Task[None] | None = None
+        # While a restore fails (the log or the store unreachable), sends keep looking in the log.
+        self._checker = Repeater(self.check, check_s, what="restoring the idempotency store", at_once=True)
 
     async def check(self) -> bool:
         """Restore the store if it does not vouch; True when it vouches (or this node just restored it)."""
@@ -190,17 +190,7 @@ class SharedIdempotencyKeeper:
         return done
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._checker.start()
 
     async def close(self) -> None:
-        if self._task is not None:
-            await stop_tasks([self._task])
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.check()
-            except Exception:  # the log or the store is unreachable for now: sends keep checking the log
-                log.exception("restoring the idempotency store failed")
-            await asyncio.sleep(self._check_s)
+        await self._checker.close()
