@@ -1,0 +1,117 @@
+"""The SQLite search index's own promises (backends/search/sqlite.py): it follows the store's writes, catches up
+at start with what it missed, never finds text a message no longer has, and costs the store nothing when off."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from flare_im.backends.message_log.base import Change
+from flare_im.backends.message_log.sqlite import SqliteMessageLog
+from flare_im.backends.search.base import SearchQuery, SearchScope
+from flare_im.backends.search.feed import FeedingLog
+from flare_im.backends.search.sqlite import SqliteSearchIndex, grams, match_expression
+from flare_im.backends.sqlite_db import SqliteConfig, SqliteDatabase
+from flare_im.ids import EPOCH_MS, snowflake_floor
+from flare_im.protocol.frames import Message
+
+T = EPOCH_MS + 10**9
+
+
+def _msg(seq: int, text: str, *, kind: str = "text", at: int = 0) -> Message:
+    return Message(
+        conv="g:a",
+        seq=seq,
+        msg_id=str(snowflake_floor(T + at) + seq),
+        sender="u",
+        cmid=f"c{seq}",
+        kind=kind,
+        body={"text": text} if text else {"target": 1},
+        ts=T + at,
+    )
+
+
+async def _found(index: SqliteSearchIndex, term: str) -> list[int]:
+    hits = await index.search(SearchQuery(terms=(term,), scopes=[SearchScope("g:a")]))
+    return [h.message.seq for h in hits]
+
+
+@contextlib.asynccontextmanager
+async def _opened(tmp_path: Path) -> AsyncIterator[tuple[SqliteMessageLog, SqliteSearchIndex]]:
+    store = SqliteDatabase(SqliteConfig(path=str(tmp_path / "flare.db")))
+    search = SqliteDatabase(SqliteConfig(path=str(tmp_path / "search.db")))
+    log = SqliteMessageLog(store)
+    index = SqliteSearchIndex(search, store)
+    store.start()
+    search.start()
+    index.start()
+    try:
+        yield log, index
+    finally:
+        await index.close()
+        await search.close()
+        await store.close()
+
+
+async def test_the_start_indexes_what_was_written_without_it(tmp_path: Path) -> None:
+    store = SqliteDatabase(SqliteConfig(path=str(tmp_path / "flare.db")))
+    log = SqliteMessageLog(store)
+    store.start()
+    await log.append(_msg(1, "written before any index"), 1)
+    await log.append(_msg(2, "recalled before any index"), 2)
+    await log.apply(_msg(3, ""), Change(target=2, version=2, state="recalled"), 3)
+    await store.close()
+
+    async with _opened(tmp_path) as (log, index):
+        await index.flush()
+        assert await _found(index, "index") == [1]
+    # Off again (the log not fed), then on: the catch-up reads from before what it indexed last.
+    store = SqliteDatabase(SqliteConfig(path=str(tmp_path / "flare.db")))
+    log = SqliteMessageLog(store)
+    store.start()
+    await log.append(_msg(4, "written while search was off", at=1000), 4)
+    await log.apply(_msg(5, "", kind="edit", at=1000), Change(target=1, version=2, body={"text": "edited"}), 5)
+    await store.close()
+    async with _opened(tmp_path) as (log, index):
+        await index.flush()
+        assert await _found(index, "search") == [4]
+        assert await _found(index, "edited") == [1]
+        assert await _found(index, "before") == []
+
+
+async def test_text_a_message_no_longer_has_is_never_found(tmp_path: Path) -> None:
+    async with _opened(tmp_path) as (log, index):
+        fed = FeedingLog(log, index.written)
+        await fed.append(_msg(1, "the old harbour"), 1)
+        await index.flush()
+        assert await _found(index, "harbour") == [1]
+        # Edited and recalled behind the follower's back (not fed): the index still holds the old text,
+        # but a search checks the stored message.
+        await log.apply(_msg(2, "", kind="edit"), Change(target=1, version=2, body={"text": "the station"}), 2)
+        assert await _found(index, "harbour") == []
+        await fed.append(_msg(3, "another harbour"), 3)
+        await log.apply(_msg(4, "", kind="recall"), Change(target=3, version=2, state="recalled"), 4)
+        await index.flush()
+        assert await _found(index, "harbour") == []
+
+
+async def test_an_id_that_was_never_stored_does_not_hold_up_the_others(tmp_path: Path) -> None:
+    async with _opened(tmp_path) as (log, index):
+        index.written(123)  # an append that failed: its row never appears
+        await log.append(_msg(1, "stored"), 1)
+        index.written(int(_msg(1, "stored").msg_id))
+        for _ in range(100):
+            if await _found(index, "stored") == [1]:
+                break
+            await asyncio.sleep(0.05)
+        assert await _found(index, "stored") == [1]
+
+
+def test_grams_and_match_expressions() -> None:
+    assert grams("北京 ok") == "北北北京京京" + " " * 9
+    assert grams("hello") == ""
+    assert match_expression(["北京", "京", "hello", "ok"]) == 'grams : "北北京" AND grams : "京京京" AND text : "hello"'
+    assert match_expression(["ok"]) == ""
+    assert match_expression(['a"b']) == 'text : "a""b"'
