@@ -25,6 +25,7 @@ import asyncpg
 
 from flare_im.app import build_node
 from flare_im.config import Settings
+from flare_im.devcluster import wait_for_line
 from flare_im.migrate import migrate
 
 
@@ -84,8 +85,7 @@ def _start_worker(values: dict[str, object]) -> subprocess.Popen[bytes]:
     env = {**os.environ, "FLARE_LOG_LEVEL": "WARNING"} | {f"FLARE_{k.upper()}": str(v) for k, v in values.items()}
     command = [sys.executable, "-m", "flare_im.cli", "worker", "store"]
     worker = subprocess.Popen(command, stdout=subprocess.PIPE, env=env)
-    assert worker.stdout is not None
-    if not worker.stdout.readline().startswith(b"flare worker ready"):
+    if wait_for_line(worker, b"flare worker ready", 60) is None:
         worker.kill()
         raise RuntimeError("the store worker did not start")
     return worker

@@ -12,6 +12,8 @@
 # 127.0.0.1, with pid files and logs under .services/. HAProxy is installed only: the multi-node tests
 # write their own config. chdb is in-process and comes from pip. Ports, logs and what ClickHouse 18.16
 # rejects: docs/development.md.
+# npm packages are not its business: tests/e2e/test_js_sdk.py runs `npm ci` in clients/js when needed. The one
+# exception is s3rver, the S3-compatible server of the object-store tests: `npm ci` in deploy/s3rver (locked there).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -28,9 +30,12 @@ POSTGRES_DB=flare_test
 KAFKA_PORT=19092
 CLICKHOUSE_HTTP_PORT=18123
 CLICKHOUSE_TCP_PORT=19000
+S3_PORT=14568
+S3RVER_DIR=$ROOT/deploy/s3rver
 HAPROXY=/usr/sbin/haproxy
 CLICKHOUSE_SERVER=/usr/sbin/clickhouse-server  # absolute: /usr/sbin may be missing from PATH
-APT_PACKAGES=(clickhouse-server haproxy)
+CHROMIUM=/usr/bin/chromium  # browser tests drive it through Playwright (executable_path), never a downloaded build
+PROMETHEUS=/usr/bin/prometheus  # the metrics tests run their own (and promtool, from the same package)
 
 say() { printf '%-11s %s\n' "$1" "$2"; }
 fail() {
@@ -73,6 +78,9 @@ postgres_ready() { pg_isready -q -h 127.0.0.1 -p "$POSTGRES_PORT"; }
 psql_postgres() { psql -h 127.0.0.1 -p "$POSTGRES_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -qtA "$@"; }
 
 clickhouse_ping() { [[ $(curl -fs --max-time 1 "http://127.0.0.1:$CLICKHOUSE_HTTP_PORT/ping") == Ok.* ]]; }
+
+# s3rver answers an anonymous GET / with its bucket list (200).
+s3_ping() { curl -fs --max-time 1 -o /dev/null "http://127.0.0.1:$S3_PORT/"; }
 
 # A process that has exited but was not reaped yet (a zombie) counts as gone.
 alive() { [[ $(ps -o stat= -p "$1" 2>/dev/null) == [^Z]* ]]; }
@@ -126,14 +134,16 @@ ensure_packages() {
   local missing=() sudo=()
   [[ -x $CLICKHOUSE_SERVER ]] || missing+=(clickhouse-server)
   [[ -x $HAPROXY ]] || missing+=(haproxy)
+  [[ -x $CHROMIUM ]] || missing+=(chromium)
+  [[ -x $PROMETHEUS ]] || missing+=(prometheus)
   ((${#missing[@]})) || return 0
   ((EUID == 0)) || sudo=(sudo)
   say apt "installing ${missing[*]} (log: .services/apt.log)"
   # The lock timeout lets a second `start` (another worktree, another terminal) wait for the first.
   local apt=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 -q)
   "${apt[@]}" update >>"$STATE/apt.log" 2>&1 || fail apt "apt-get update failed, see .services/apt.log"
-  "${apt[@]}" install -y "${APT_PACKAGES[@]}" >>"$STATE/apt.log" 2>&1 ||
-    fail apt "apt-get install ${APT_PACKAGES[*]} failed, see .services/apt.log"
+  "${apt[@]}" install -y "${missing[@]}" >>"$STATE/apt.log" 2>&1 ||
+    fail apt "apt-get install ${missing[*]} failed, see .services/apt.log"
 }
 
 start_redis() {
@@ -265,11 +275,56 @@ start_clickhouse() {
   say clickhouse "ok    $where (log: .services/clickhouse/log/)"
 }
 
+start_s3() {
+  if own_pid s3rver s3rver >/dev/null && s3_ping; then
+    say s3 "ok    http://127.0.0.1:$S3_PORT (s3rver, already running)"
+    return
+  fi
+  if s3_ping; then
+    say s3 "ok    http://127.0.0.1:$S3_PORT (already answering, not started by this script)"
+    return
+  fi
+  if [[ ! -x $S3RVER_DIR/node_modules/.bin/s3rver ]]; then
+    command -v npm >/dev/null || fail s3 "npm is not installed (apt-get install npm)"
+    (cd "$S3RVER_DIR" && npm ci --no-audit --no-fund >>"$STATE/npm.log" 2>&1) ||
+      fail s3 "npm ci in deploy/s3rver failed, see .services/npm.log"
+  fi
+  if ! own_pid s3rver s3rver >/dev/null; then
+    mkdir -p "$STATE/s3rver"
+    launch s3rver node "$S3RVER_DIR/node_modules/.bin/s3rver" -d "$STATE/s3rver" -a 127.0.0.1 -p "$S3_PORT" --silent
+  fi
+  if ! wait_for_own s3rver s3rver s3_ping; then
+    explain_exit s3rver "$STATE/s3rver.log"
+    fail s3 "no answer from http://127.0.0.1:$S3_PORT/ (exited or timed out), see .services/s3rver.log"
+  fi
+  say s3 "ok    http://127.0.0.1:$S3_PORT (s3rver, keys S3RVER/S3RVER, data .services/s3rver/)"
+}
+
 # The first line of `haproxy -v` (not through `head`: under pipefail, haproxy's SIGPIPE would fail the check).
 haproxy_version() {
   local version
   version=$("$HAPROXY" -v 2>/dev/null) || return 1
   echo "${version%%$'\n'*}"
+}
+
+chromium_version() { "$CHROMIUM" --version; }
+
+check_chromium() {
+  local version
+  version=$(chromium_version 2>/dev/null) || fail chromium "$CHROMIUM --version failed"
+  say chromium "ok    $CHROMIUM ($version)"
+}
+
+prometheus_version() {
+  local version
+  version=$("$PROMETHEUS" --version 2>&1) || return 1
+  echo "${version%%$'\n'*}"
+}
+
+check_prometheus() {
+  local version
+  version=$(prometheus_version) || fail prometheus "$PROMETHEUS --version failed"
+  say prometheus "ok    $PROMETHEUS ($version)"
 }
 
 check_haproxy() {
@@ -323,13 +378,17 @@ cmd_start() {
   start_postgres
   start_kafka
   start_clickhouse
+  start_s3
   check_haproxy
+  check_chromium
+  check_prometheus
   check_chdb
 }
 
 cmd_stop() {
   stop_own tansu tansu
   stop_own clickhouse clickhouse
+  stop_own s3rver s3rver
 }
 
 cmd_status() {
@@ -341,7 +400,10 @@ cmd_status() {
   status_line postgres "127.0.0.1:$POSTGRES_PORT" postgres_ready || down=1
   status_line kafka "127.0.0.1:$KAFKA_PORT (our tansu pid: $tansu_pid)" tcp_open "$KAFKA_PORT" || down=1
   status_line clickhouse "http://127.0.0.1:$CLICKHOUSE_HTTP_PORT (our pid: $clickhouse_pid)" clickhouse_ping || down=1
+  status_line s3 "http://127.0.0.1:$S3_PORT (our s3rver pid: $(own_pid s3rver s3rver || echo none))" s3_ping || down=1
   status_line haproxy "$HAPROXY ($(haproxy_version || true))" haproxy_version || down=1
+  status_line chromium "$CHROMIUM ($(chromium_version 2>/dev/null || true))" chromium_version || down=1
+  status_line prometheus "$PROMETHEUS ($(prometheus_version || true))" prometheus_version || down=1
   status_line chdb "import chdb with $PYTHON" chdb_version || down=1
   return "$down"
 }
@@ -353,6 +415,8 @@ export FLARE_TEST_POSTGRES_URL=postgresql://postgres@127.0.0.1:$POSTGRES_PORT/$P
 export FLARE_TEST_KAFKA_URL=kafka://127.0.0.1:$KAFKA_PORT
 export FLARE_TEST_CLICKHOUSE_URL=clickhouse://127.0.0.1:$CLICKHOUSE_HTTP_PORT/default
 export FLARE_TEST_HAPROXY=$HAPROXY
+export FLARE_TEST_PROMETHEUS=$PROMETHEUS
+export FLARE_TEST_S3_URL=http://127.0.0.1:$S3_PORT
 EOF
 }
 

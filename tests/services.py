@@ -11,6 +11,7 @@ import http.client
 import os
 import socket
 from dataclasses import dataclass
+from typing import NoReturn
 from urllib.parse import urlsplit
 
 import pytest
@@ -31,7 +32,10 @@ SERVICES: dict[str, _Service] = {
     "postgres": _Service("FLARE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/flare_test", 5432),
     "kafka": _Service("FLARE_TEST_KAFKA_URL", "kafka://127.0.0.1:19092", 9092),
     "clickhouse": _Service("FLARE_TEST_CLICKHOUSE_URL", "clickhouse://127.0.0.1:18123/default", 8123),
+    "s3": _Service("FLARE_TEST_S3_URL", "http://127.0.0.1:14568", 80),  # s3rver (keys S3RVER/S3RVER)
     "haproxy": _Service("FLARE_TEST_HAPROXY", "/usr/sbin/haproxy", None),
+    "chromium": _Service("FLARE_TEST_CHROMIUM", "/usr/bin/chromium", None),  # driven by Playwright (browser tests)
+    "prometheus": _Service("FLARE_TEST_PROMETHEUS", "/usr/bin/prometheus", None),  # promtool is beside it
 }
 
 
@@ -41,15 +45,27 @@ def service_url(name: str) -> str:
     return os.environ.get(service.variable) or service.default
 
 
+TRUTHY = frozenset({"1", "true", "yes", "on"})
+
+
+def in_ci() -> bool:
+    """CI mode: ``CI`` set to any usual truthy value (true, 1, yes, on; any case). In CI a missing engine fails."""
+    return os.environ.get("CI", "").strip().lower() in TRUTHY
+
+
+def fail_or_skip(reason: str) -> NoReturn:
+    """Fails the test in CI, where a missing engine must never pass as a skip; skips it elsewhere."""
+    if in_ci():
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
 def require(name: str) -> str:
     """Returns ``service_url(name)`` if the engine answers; else fails the test (CI=true) or skips it."""
     url = service_url(name)
     problem = _probe(name, url)
     if problem is not None:
-        message = f"{name} is not available at {url} ({problem}): {START_HINT}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        fail_or_skip(f"{name} is not available at {url} ({problem}): {START_HINT}")
     return url
 
 

@@ -8,13 +8,18 @@ import gc
 import logging
 import signal
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
+from flare_im.admin_node import open_admin_store, start_admin
+from flare_im.api.headers import SecurityHeaders, with_cors
 from flare_im.api.http import ApiContext, build_api
+from flare_im.api.limits import BodyLimit, BodyLimits, guarded_h11, has_valid_credentials
 from flare_im.backends.idempotency.base import IdempotencyStore
 from flare_im.backends.message_log.base import MessageLog
 from flare_im.backends.message_log.sqlite import SqliteMessageLog
@@ -32,20 +37,39 @@ from flare_im.gateway.hub import Hub
 from flare_im.gateway.output import OutputBatcher
 from flare_im.gateway.server import start_ws_server
 from flare_im.ids import Snowflake, VersionClock, now_ms
+from flare_im.media_node import media_body_limit, media_credentials, open_media_store, start_media
+from flare_im.netlimits import Network, PeerConnections, networks_of
+from flare_im.notify_node import start_push
+from flare_im.observability import tracing
+from flare_im.observability.endpoints import RequestContext, install_observability_routes
+from flare_im.observability.metrics import Source
+from flare_im.observability.sources import push_source
+from flare_im.observability.wiring import cluster_sources
+from flare_im.observability.wiring import for_node as observability_for_node
 from flare_im.protocol.codec import Encoding, ServerCodec
 from flare_im.protocol.errors import CloseCode
-from flare_im.services.auth import AuthService, load_or_create_secret
+from flare_im.safety_node import open_safety_store, start_safety
+from flare_im.search_node import archived_view, open_search, search_service
+from flare_im.services.abuse import AbuseGuard, AuthLimits
+from flare_im.services.auth import AuthService, default_hash_pool, load_or_create_secret, new_hasher
 from flare_im.services.content_filter import ContentFilter
 from flare_im.services.conversations import ConversationService
 from flare_im.services.devices import DeviceService
 from flare_im.services.groups import GroupService
 from flare_im.services.idempotency import IdempotencyCache, SharedIdempotencyKeeper
+from flare_im.services.notify import NotifyingFanout, Publish
 from flare_im.services.operations import MessageOperations
 from flare_im.services.presence import PresenceService
 from flare_im.services.router import Fanout, MessageRouter
+from flare_im.services.signing_keys import previous_secrets
 from flare_im.services.status import StatusService
 from flare_im.services.sync import SyncService
-from flare_im.services.users import UserService
+from flare_im.services.users import UserService, warn_identity_flags
+from flare_im.services.webhooks import DropReportingJobs, WebhookFanout
+from flare_im.webhook_node import open_webhook_store, start_webhooks
+
+if TYPE_CHECKING:  # imported when grpc_port is set (protobuf and grpc load only then)
+    from flare_im.grpc_api.service import GrpcContext
 
 log = logging.getLogger("flare")
 
@@ -53,6 +77,7 @@ log = logging.getLogger("flare")
 # long a group's member list is trusted before it is read again (another node may have changed it).
 PEERS_LAG_US = 2_000_000
 GROUP_CACHE_TTL_S = 2.0
+SHUTDOWN_LINGER_S = 1.0  # at exit, how long closed connections may take to close their side (gateway/linger.py)
 
 
 @dataclass(slots=True)
@@ -67,6 +92,8 @@ class Node:
     router: MessageRouter
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # other backends' close()
     stoppers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # background tasks' stop
+    grpc: GrpcContext | None = None  # the gRPC API's services, when grpc_port is set
+    metric_sources: list[Source] = field(default_factory=list)  # /metrics of what the build made (cluster, push)
 
     async def close(self) -> None:
         """Stop background tasks, then close every backend (queued writes are flushed first)."""
@@ -83,6 +110,7 @@ async def build_node(settings: Settings) -> Node:
     data_dir.mkdir(parents=True, exist_ok=True)
     databases: dict[str, SqliteDatabase] = {}
     closers: list[Callable[[], Awaitable[None]]] = []
+    metric_sources: list[Source] = []
 
     def sqlite(url: str) -> SqliteDatabase:
         path = parse_sqlite_url(url)
@@ -91,25 +119,46 @@ async def build_node(settings: Settings) -> Node:
         return databases[path]
 
     relational = await open_relational(settings.effective_database_url, sqlite, closers)
+    media_store = await open_media_store(settings.effective_database_url, sqlite, closers)
+    admin_store = await open_admin_store(settings.effective_database_url, sqlite, closers)
+    safety_store = await open_safety_store(settings.effective_database_url, sqlite, closers)
+    webhook_store = await open_webhook_store(settings.effective_database_url, sqlite, closers)
     message_log: MessageLog
     sequencer: Sequencer
     fanout: Fanout
     shared_idempotency: IdempotencyStore | None = None
     rate_limiter: RateLimiter = MemoryRateLimiter()
+    cluster_publish: Publish | None = None
     if settings.distributed:
         from flare_im.distributed import open_cluster
 
         cluster = await open_cluster(settings, closers)
+        metric_sources.extend(cluster_sources(cluster))
         message_log, sequencer, fanout, hub = cluster.log, cluster.sequencer, cluster.fanout, cluster.hub
         shared_idempotency = cluster.idempotency
+        cluster_publish = cluster.publish
         rate_limiter = cluster.rate_limiter
     else:
         if not settings.effective_message_store_url.startswith("sqlite://"):
             raise ValueError(f"unsupported message_store_url {settings.effective_message_store_url!r} on one node")
         sqlite_log = SqliteMessageLog(sqlite(settings.effective_message_store_url))
-        message_log, sequencer = sqlite_log, MemorySequencer(sqlite_log.max_seq)
+        from flare_im.archive.lock import has_archived_parts, hold_shared
+
+        closers.append(hold_shared(data_dir))  # flare archive run refuses while it is held
+        message_log = sqlite_log
+        log_db = sqlite(settings.effective_message_store_url)
+        if has_archived_parts(log_db.reader):  # pyarrow (the archive extra) is imported only then
+            try:
+                from flare_im.archive.reader import open_archived
+            except ImportError as exc:
+                raise ValueError(f"history was archived here; reading it needs flare-im[archive] ({exc})") from None
+            message_log = await open_archived(sqlite_log, log_db, settings, closers)
+        sequencer = MemorySequencer(sqlite_log.max_seq, max_counters=settings.sequencer_cache_size)
         hub = Hub()
         fanout = hub
+    archive = archived_view(cluster.store if settings.distributed else message_log)
+    search = await open_search(settings, sqlite, archive)  # before the databases start
+    message_log = search.feeding(message_log) if search is not None else message_log
     for db in databases.values():  # after the adapters migrated their schemas on the writer connection
         db.start()
 
@@ -128,6 +177,8 @@ async def build_node(settings: Settings) -> Node:
         peers_lag_us=PEERS_LAG_US if settings.distributed else 0,
     )
     stoppers: list[Callable[[], Awaitable[None]]] = []
+    if search is not None:
+        stoppers.append(search.start())
     if shared_idempotency is not None:
         keeper = SharedIdempotencyKeeper(
             shared_idempotency, message_log.recent_client_ids, window_s=settings.idempotency_window_s
@@ -139,14 +190,42 @@ async def build_node(settings: Settings) -> Node:
     content_filter.start()
     stoppers.append(content_filter.close)
     conversations = ConversationService(
-        relational, relational, group_cache_ttl_s=GROUP_CACHE_TTL_S if settings.distributed else 0.0
+        relational,
+        relational,
+        group_cache_ttl_s=GROUP_CACHE_TTL_S if settings.distributed else 0.0,
+        max_group_members=settings.group_cache_members,
+        max_direct=settings.direct_cache_size,
     )
+    safety = await start_safety(settings, safety_store, conversations.cached_role, stoppers)
+    delivering = fanout  # the hub or the cluster's fan-out; the services get it decorated with notifications
+    hooks = await start_webhooks(settings, webhook_store, cluster_publish, stoppers)  # before push: its drops
+    push = await start_push(
+        settings,
+        relational,
+        message_log,
+        hub,
+        fanout,
+        cluster_publish,
+        stoppers,
+        jobs=DropReportingJobs(relational, hooks.webhooks),
+    )
+    if push is not None and push.worker is not None:
+        metric_sources.append(push_source(push.worker))
+    if push is not None:
+        fanout = NotifyingFanout(fanout, push.notifier)
+    fanout = WebhookFanout(fanout, hooks.webhooks)  # after-events of stored messages and operations
+    feed = None
+    if settings.grpc_port:  # the Subscribe streams see every stored event (off: the fan-out is left as it is)
+        from flare_im.grpc_api.node import tap_events
+
+        feed, fanout = tap_events(settings, fanout, closers)
+    ids = Snowflake(settings.node_id)
     router = MessageRouter(
         conversations=conversations,
         memberships=relational,
         log=message_log,
         sequencer=sequencer,
-        ids=Snowflake(settings.node_id),
+        ids=ids,
         clock=clock,
         fanout=fanout,
         idempotency=idempotency,
@@ -156,14 +235,23 @@ async def build_node(settings: Settings) -> Node:
         rate_limiter=rate_limiter,
         user_send_rate_per_s=settings.user_send_rate_per_s,
         content_filter=content_filter,
+        safety=safety.cache,
+        spam=safety.spam_guard(settings, rate_limiter, relational),
+        webhooks=hooks.webhooks,
     )
+    hasher = new_hasher()
     auth = AuthService(
         relational,
         jwt_secret=load_or_create_secret(settings.jwt_secret, data_dir / "jwt.secret"),
+        previous_jwt_secrets=previous_secrets(settings.jwt_previous_secrets, data_dir),
         admin_key=load_or_create_secret(settings.admin_key, data_dir / "admin.key"),
         access_ttl_s=settings.access_token_ttl_s,
         refresh_ttl_s=settings.refresh_token_ttl_s,
+        hasher=hasher,
+        hash_pool=default_hash_pool(hasher, settings.hash_concurrency, settings.hash_wait_s),
+        cache_ttl_s=settings.auth_cache_ttl_s,
     )
+    await warn_identity_flags(relational)
     sync = SyncService(
         conversations=conversations,
         memberships=relational,
@@ -183,11 +271,44 @@ async def build_node(settings: Settings) -> Node:
         recall_window_s=settings.recall_window_s,
         max_body_bytes=settings.max_body_bytes,
         content_filter=content_filter,
+        safety=safety.cache,
     )
+    joins = safety.join_service(
+        settings,
+        conversations,
+        router,
+        message_log,
+        clock,
+        delivering.deliver_frame if isinstance(delivering, ClusterFanout) else hub.deliver_frame,
+    )
+    url_secret = load_or_create_secret(settings.jwt_secret, data_dir / "jwt.secret")  # shared by every node
+    media = await start_media(settings, media_store, conversations, url_secret, closers, stoppers)
+    router.media = operations.media = media
+    media.recall_message = operations.recall_for_moderation
     groups = GroupService(
-        groups=relational, users=relational, conversations=conversations, router=router, log=message_log, clock=clock
+        groups=relational,
+        users=relational,
+        conversations=conversations,
+        router=router,
+        log=message_log,
+        clock=clock,
+        max_members=settings.group_max_members,
+        limit_of=joins.limit_of,
     )
-    users = UserService(relational, auth, allow_registration=settings.allow_registration)
+    limits_of_auth = AuthLimits(
+        login_ip_limit=settings.login_ip_limit,
+        login_ip_window_s=settings.login_ip_window_s,
+        login_failure_limit=settings.login_failure_limit,
+        login_failure_window_s=settings.login_failure_window_s,
+        register_ip_limit=settings.register_ip_limit,
+        register_ip_window_s=settings.register_ip_window_s,
+    )
+    users = UserService(
+        relational,
+        auth,
+        registration=settings.registration_mode,
+        guard=AbuseGuard(rate_limiter, limits_of_auth),
+    )
     limits = GatewayLimits(
         max_frame_bytes=settings.max_frame_bytes,
         auth_timeout_s=settings.auth_timeout_s,
@@ -197,22 +318,27 @@ async def build_node(settings: Settings) -> Node:
         slow_consumer_grace_s=settings.slow_consumer_grace_s,
         heartbeat_s=settings.heartbeat_s,
     )
-    relay = fanout if isinstance(fanout, ClusterFanout) else None
-    presence = PresenceService(hub.online, debounce_s=settings.presence_debounce_s, relay=relay)
+    relay = delivering if isinstance(delivering, ClusterFanout) else None
+    presence = PresenceService(
+        hub.online, debounce_s=settings.presence_debounce_s, relay=relay, max_last_seen=settings.last_seen_cache_size
+    )
     if relay is not None:
         relay.on_presence = presence.remote
+    presence.on_local_change = hooks.webhooks.presence
     gateway = GatewayContext(
         auth=auth,
         router=router,
         sync=sync,
         operations=operations,
-        status=StatusService(conversations, fanout, typing_interval_s=settings.typing_interval_s),
+        status=StatusService(conversations, fanout, typing_interval_s=settings.typing_interval_s, safety=safety.cache),
         presence=presence,
         hub=hub,
         limits=limits,
         json_codec=ServerCodec(Encoding.JSON, max_frame_bytes=settings.max_frame_bytes),
         msgpack_codec=ServerCodec(Encoding.MSGPACK, max_frame_bytes=settings.max_frame_bytes),
         output=OutputBatcher(),
+        peers=PeerConnections(settings.ws_connections_per_ip, exempt_from_connection_limits(settings)),
+        safety=safety.cache,
     )
     api = ApiContext(
         auth=auth,
@@ -221,11 +347,58 @@ async def build_node(settings: Settings) -> Node:
         router=router,
         sync=sync,
         operations=operations,
-        devices=DeviceService(relational),
+        devices=DeviceService(relational, on_change=push.changed if push is not None else None),
         content_filter=content_filter,
         ws_urls=[settings.ws_url],
+        trusted_proxies=networks_of(settings.trusted_proxies),
+        notifications=push.api if push is not None else None,
+        media=media,
+        webhooks=hooks.webhooks,
+        search=search_service(search, conversations, relational),
+        safety=safety.services(
+            settings,
+            relational,
+            conversations,
+            message_log,
+            router,
+            delivering.deliver_frame if isinstance(delivering, ClusterFanout) else hub.deliver_frame,
+        ),
     )
-    return Node(settings, list(databases.values()), hub, gateway, api, router, closers, stoppers)
+    api.admin = await start_admin(
+        settings,
+        store=admin_store,
+        relational=relational,
+        auth=auth,
+        users=users,
+        router=router,
+        conversations=conversations,
+        message_log=message_log,
+        hub=hub,
+        fanout=delivering,
+        ids=ids,
+        log_db=None if settings.distributed else sqlite(settings.effective_message_store_url),
+        log_store=cluster.store if settings.distributed else None,
+        cluster_publish=cluster_publish,
+        root_key=load_or_create_secret(settings.admin_key, data_dir / "admin.key"),
+        stoppers=stoppers,
+    )
+    grpc = None
+    if feed is not None:
+        from flare_im.grpc_api.service import GrpcContext
+
+        grpc = GrpcContext(api, conversations, feed, f"node-{settings.node_id}", settings.max_body_bytes)
+    return Node(
+        settings,
+        list(databases.values()),
+        hub,
+        gateway,
+        api,
+        router,
+        closers,
+        stoppers,
+        grpc,
+        metric_sources=metric_sources,
+    )
 
 
 async def open_relational(
@@ -258,6 +431,12 @@ def tune_gc(threshold: int) -> None:
         gc.set_threshold(threshold, second, third)
 
 
+def exempt_from_connection_limits(settings: Settings) -> tuple[Network, ...]:
+    """Load balancers carry many clients on one address: trusted proxies are never capped, nor what the
+    operator lists in connection_limit_exempt."""
+    return networks_of(settings.trusted_proxies, settings.connection_limit_exempt)
+
+
 class _ApiServer(uvicorn.Server):
     """uvicorn inside our loop: signals are ours (graceful shutdown covers both gateways)."""
 
@@ -266,40 +445,102 @@ class _ApiServer(uvicorn.Server):
         yield
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    sock = socket.create_server((host, port), reuse_port=False)
+def server_tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The WebSocket's TLS context from ``tls_cert``/``tls_key`` (TLS 1.2 and up; the API's uvicorn loads the
+    same files itself). A bad file fails the start, before any port is opened."""
+    if not settings.tls:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return context
+
+
+def tls_faults_as_warnings(loop: asyncio.AbstractEventLoop) -> None:
+    """A peer that speaks plain text to a TLS port, offers an old protocol or distrusts the certificate fails
+    its handshake: the loop reports that as an error with a traceback, but it is the client's fault, which is
+    logged as a warning and nothing more (docs/operations.md). Anything else goes to the default handler."""
+
+    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        message = str(context.get("message", ""))
+        # uvloop may hand over the exception's class rather than an instance
+        tls_fault = isinstance(exc, ssl.SSLError) or (isinstance(exc, type) and issubclass(exc, ssl.SSLError))
+        if tls_fault or message.startswith(("SSL handshake failed", "SSL error")):
+            log.warning("TLS with a client failed: %s", message.splitlines()[0] if message else exc)
+            return
+        loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handle)
+
+
+class ListenError(Exception):
+    """A port the server cannot listen on (taken, or not allowed): said in one line, not a traceback."""
+
+
+def _listen(host: str, port: int, what: str) -> socket.socket:
+    try:
+        sock = socket.create_server((host, port), reuse_port=False)
+    except OSError as exc:
+        raise ListenError(f"cannot listen on {host}:{port} for the {what}: {exc.strerror or exc}") from None
     sock.setblocking(False)
     return sock
 
 
 async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> int:
     """Run until SIGINT/SIGTERM; then stop accepting, tell clients to reconnect, flush, return 0."""
+    tls = server_tls_context(settings)
+    roles = settings.role_set
+    # The ports first: one taken fails the start with a clear error before anything else has started.
+    ws_sock = _listen(settings.host, settings.ws_port, "WebSocket") if "gateway" in roles else None
+    api_sock = _listen(settings.host, settings.api_port, "API")
+    tracing.configure(settings, "serve")
     node = await build_node(settings)
     tune_gc(settings.gc_threshold)
+    obs = observability_for_node(settings, node)
+    obs.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    if tls is not None:
+        tls_faults_as_warnings(loop)
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
 
-    roles = settings.role_set
     ws_server = None
-    if "gateway" in roles:
+    if ws_sock is not None:
         ws_server = await start_ws_server(
             node.gateway,
-            settings.host,
-            settings.ws_port,
+            ws_sock,
             heartbeat_s=settings.heartbeat_s,
             heartbeat_timeout_s=settings.heartbeat_timeout_s,
+            tls=tls,
         )
     # The API runs with every role: its /healthz is what load balancers probe, also for a gateway-only node.
-    api_sock = _listen(settings.host, settings.api_port)
+    body_limits = BodyLimits(
+        anonymous=settings.api_anonymous_body_bytes,
+        default=settings.api_body_bytes,
+        by_prefix=(("/v1/admin/", max(settings.api_body_bytes, 4 * 1024 * 1024)), media_body_limit(settings)),
+    )
+    api_peers = PeerConnections(settings.api_connections_per_ip, exempt_from_connection_limits(settings))
+    api_app = build_api(node.api)
+    install_observability_routes(api_app, obs.registry, obs.health)
+    limited = BodyLimit(api_app, body_limits, media_credentials(has_valid_credentials, node.api))
+    headed = SecurityHeaders(with_cors(limited, settings.cors_origins.split(",")), hsts=tls is not None)
+    api_asgi: Any = RequestContext(headed, obs.http)
+    if tracing.ENABLED:  # outermost: the request's log lines, RequestContext's too, carry its span's ids
+        api_asgi = tracing.TracingMiddleware(api_asgi)
     config = uvicorn.Config(
-        build_api(node.api),
+        api_asgi,
+        http=guarded_h11(api_peers, header_timeout_s=settings.api_header_timeout_s),
+        timeout_keep_alive=settings.api_keepalive_s,
         log_level=settings.log_level.lower(),
+        log_config=None,  # the process's JSON logging (observability/logs.py), set up by cli.py
         access_log=False,
         lifespan="off",
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) or 1,
+        ssl_certfile=settings.tls_cert or None,
+        ssl_keyfile=settings.tls_key or None,
     )
     api_server = _ApiServer(config)
     api_task = asyncio.create_task(api_server.serve(sockets=[api_sock]))
@@ -308,17 +549,28 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> in
     if api_task.done():
         await api_task  # surfaces the start-up error
         return 1
+    if settings.metrics_port:  # /metrics, /healthz, /readyz also on a port of their own
+        metrics_port = await obs.listen(settings.host, settings.metrics_port)
+        log.info("metrics on http://%s:%d/metrics", settings.host, metrics_port)
     ws_port = ws_server.sockets[0].getsockname()[1] if ws_server is not None else 0
     api_port = api_sock.getsockname()[1]
+    http, ws = ("https", "wss") if tls is not None else ("http", "ws")
+    grpc_server = None
+    if node.grpc is not None:
+        from flare_im.grpc_api.node import start_grpc
+
+        grpc_server = await start_grpc(settings, node.grpc)
     log.info(
-        "flare ready: api http://%s:%d  ws ws://%s:%d/v1/ws  data %s",
+        "flare ready: api %s://%s:%d  ws %s://%s:%d/v1/ws  data %s",
+        http,
         settings.host,
         api_port,
+        ws,
         settings.host,
         ws_port,
         Path(settings.data_dir).resolve(),
     )
-    print(f"flare ready api=http://{settings.host}:{api_port} ws=ws://{settings.host}:{ws_port}/v1/ws", flush=True)
+    print(f"flare ready api={http}://{settings.host}:{api_port} ws={ws}://{settings.host}:{ws_port}/v1/ws", flush=True)
     if ready is not None:
         ready.set()
 
@@ -331,8 +583,13 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> in
     if in_flight:  # let requests already received finish, so their acks reach the clients
         await asyncio.wait(in_flight, timeout=settings.shutdown_grace_s)
     told = node.hub.kick_all(CloseCode.SERVER_RESTART, "server restarting", retry_after_ms=1000)
+    if grpc_server is not None:  # Subscribe streams end; unary calls under way may finish within the grace
+        await grpc_server.stop(settings.shutdown_grace_s)
     api_server.should_exit = True
     await api_task
     await node.close()
+    await obs.close()
+    await node.gateway.lingering.close(SHUTDOWN_LINGER_S)  # the told clients close; the rest are reset
+    tracing.shutdown()  # exports the spans still pending
     log.info("stopped (%d clients told to reconnect)", told)
     return 0

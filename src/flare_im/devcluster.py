@@ -7,6 +7,7 @@ Every process is this machine's: ports on 127.0.0.1, logs and data under one dir
 from __future__ import annotations
 
 import os
+import selectors
 import signal
 import socket
 import subprocess
@@ -16,6 +17,28 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
+
+
+def wait_for_line(proc: subprocess.Popen[bytes], prefix: bytes, timeout: float) -> bytes | None:
+    """The first line of ``proc``'s stdout pipe that starts with ``prefix``; None when the pipe ends first or
+    ``timeout`` passes. A bare ``readline`` would wait for ever on a child that hangs before its ready line."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    deadline = time.monotonic() + timeout
+    pending = b""
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        while (left := deadline - time.monotonic()) > 0:
+            if not selector.select(left):
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return None
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                if line.startswith(prefix):
+                    return line
+    return None
 
 
 def free_port() -> int:
@@ -42,15 +65,12 @@ class Proc:
         )
         if ready is None:
             return
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            if line.startswith(ready.encode()):
-                return
-        raise RuntimeError(f"{self.name} did not start: {self.log_path.read_text()[-3000:]}")
+        if wait_for_line(self.proc, ready.encode(), timeout) is not None:
+            return
+        self.proc.kill()  # hung or dead: either way it must not outlive the failed start
+        self.proc.wait(10)
+        self._release()
+        raise RuntimeError(f"{self.name} did not start within {timeout:.0f} s: {self.log_path.read_text()[-3000:]}")
 
     def kill(self) -> None:
         assert self.proc is not None

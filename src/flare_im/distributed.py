@@ -19,6 +19,7 @@ from flare_im.backends.idempotency.redis import RedisIdempotencyStore
 from flare_im.backends.message_log.base import MessageLog
 from flare_im.backends.message_log.queued import QueuedMessageLog
 from flare_im.backends.message_log.recent_cache import RecentCache
+from flare_im.backends.queue.base import Position
 from flare_im.backends.ratelimit.redis import RedisRateLimiter
 from flare_im.backends.redis_client import redis_from_url
 from flare_im.backends.routes.redis import RedisRouteTable
@@ -41,6 +42,7 @@ class ClusterBackends:
     rate_limiter: RedisRateLimiter
     fanout: ClusterFanout
     hub: Hub
+    publish: Callable[[str, str, bytes], Awaitable[Position]]  # the producer's (the push topic)
 
 
 async def open_store(url: str, closers: list[Closer]) -> MessageLog:
@@ -50,6 +52,40 @@ async def open_store(url: str, closers: list[Closer]) -> MessageLog:
     store = await ClickHouseMessageLog.open(ClickHouseConfig(url=url))
     closers.append(store.close)
     return store
+
+
+async def open_archived_store(settings: Settings, closers: list[Closer]) -> MessageLog:
+    """The message store read through the cold archive (archive/cluster.py): archived ranges come from the
+    object store. Without pyarrow (the archive extra) the store alone, unless parts are recorded already."""
+    from flare_im.backends.message_log.clickhouse import ClickHouseConfig, ClickHouseMessageLog
+
+    store = await ClickHouseMessageLog.open(ClickHouseConfig(url=settings.message_store_url))
+    closers.append(store.close)
+    try:
+        from flare_im.archive.cluster import open_reader
+    except ImportError as exc:
+        await _refuse_if_archived(settings, exc)
+        return store
+    return await open_reader(settings, store, closers)
+
+
+async def _refuse_if_archived(settings: Settings, exc: ImportError) -> None:
+    if not settings.database_url.startswith(("postgresql://", "postgres://")):
+        return
+    import asyncpg
+
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        archived = await conn.fetchval(
+            "SELECT to_regclass('archive_parts') IS NOT NULL AND EXISTS (SELECT 1 FROM archive_parts)"
+        )
+    except asyncpg.UndefinedTableError:
+        archived = False
+    finally:
+        await conn.close()
+    if archived:
+        raise ValueError(f"history was archived in this cluster; reading it needs flare-im[archive] ({exc})")
+    log.warning("the archive extra (pyarrow) is missing: this node cannot read archived history (%s)", exc)
 
 
 async def open_cluster(settings: Settings, closers: list[Closer]) -> ClusterBackends:
@@ -68,6 +104,8 @@ async def open_cluster(settings: Settings, closers: list[Closer]) -> ClusterBack
     await admin.start()
     try:
         await admin.ensure_topic(settings.messages_topic, settings.messages_partitions)
+        if settings.push_enabled:
+            await admin.ensure_topic(settings.push_topic, settings.push_partitions)
     finally:
         await admin.close()
     offsets = KafkaGroupOffsets(kafka, settings.store_group)
@@ -76,7 +114,7 @@ async def open_cluster(settings: Settings, closers: list[Closer]) -> ClusterBack
     producer = KafkaProducer(kafka)
     await producer.start()
     closers.insert(0, producer.close)  # queued records are acknowledged before anything else closes
-    store = await open_store(settings.message_store_url, closers)
+    store = await open_archived_store(settings, closers)
     cache = RecentCache(redis, prefix, keep=settings.l0_keep)
     topic = settings.messages_topic
 
@@ -105,17 +143,22 @@ async def open_cluster(settings: Settings, closers: list[Closer]) -> ClusterBack
         rate_limiter=RedisRateLimiter(redis, prefix),
         fanout=fanout,
         hub=hub,
+        publish=producer.publish,
     )
 
 
 async def run_store_worker(settings: Settings) -> int:
     """``flare worker store``: consume the messages topic into the store until SIGINT/SIGTERM."""
     from flare_im.backends.queue.kafka import KafkaConsumer, KafkaQueueAdmin, kafka_config_from_url
+    from flare_im.observability import tracing
+    from flare_im.observability.sources import consumer_source, store_source
+    from flare_im.observability.wiring import for_worker as observability_for_worker
     from flare_im.workers.store import StoreWorker
 
     if not settings.distributed:
         raise ValueError("flare worker store needs cache_url, queue_url and a clickhouse:// message_store_url")
     closers: list[Closer] = []
+    tracing.configure(settings, "worker:store")
     kafka = kafka_config_from_url(settings.queue_url)
     admin = KafkaQueueAdmin(kafka)
     await admin.start()
@@ -123,7 +166,7 @@ async def run_store_worker(settings: Settings) -> int:
         await admin.ensure_topic(settings.messages_topic, settings.messages_partitions)
     finally:
         await admin.close()
-    store = await open_store(settings.message_store_url, closers)
+    store = await open_archived_store(settings, closers)  # operations on archived messages apply
     consumer = KafkaConsumer(kafka, [settings.messages_topic], settings.store_group)
     await consumer.start()
     worker = StoreWorker(consumer, store)
@@ -133,13 +176,22 @@ async def run_store_worker(settings: Settings) -> int:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     task = asyncio.ensure_future(worker.run())
-    print(f"flare worker ready store group={settings.store_group} topic={settings.messages_topic}", flush=True)
+    obs, metrics_port = await observability_for_worker(
+        "store", settings, [store_source(worker), consumer_source(consumer, settings.store_group)], stop
+    )
+    print(
+        f"flare worker ready store group={settings.store_group} topic={settings.messages_topic} metrics={metrics_port}",
+        flush=True,
+    )
     await asyncio.wait([task, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+    stop.set()  # /readyz answers 503 from here on
     await consumer.close()  # uncommitted records go to the next member of the group
     with contextlib.suppress(asyncio.CancelledError):
         task.cancel()
         await task
+    await obs.close()
     for close in closers:
         await close()
+    tracing.shutdown()  # exports the spans still pending
     log.info("store worker stopped: %d events in %d batches", worker.written, worker.batches)
     return 0

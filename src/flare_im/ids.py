@@ -29,8 +29,10 @@ class Snowflake:
         self._node = node_id << COUNTER_BITS
         self._last_ms = 0
         self._counter = 0
+        self.issued = 0  # ids handed out since start: every appended event (admin statistics read its rate)
 
     def next_id(self) -> int:
+        self.issued += 1
         now = int(time.time() * 1000) - EPOCH_MS
         if now > self._last_ms:
             self._last_ms = now

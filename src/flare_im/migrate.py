@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from flare_im.backends.migrations import AppliedMigration, Migration, PostgresMigrator, SqliteMigrator
+from flare_im.backends.migrations import AppliedMigration, Migration, PostgresMigrator, Schema, SqliteMigrator
 from flare_im.backends.sqlite_db import parse_sqlite_url
 from flare_im.config import Settings
 
@@ -37,17 +37,38 @@ def redact(url: str) -> str:
 
 
 async def migrate(settings: Settings, *, apply: bool) -> list[SchemaState]:
-    """The relational schema of ``settings.effective_database_url``: brought up to date when ``apply``."""
+    """The relational, webhooks and safety schemas of ``settings.effective_database_url``: brought up to date when
+    ``apply``."""
     url = settings.effective_database_url
     if url.startswith("sqlite://"):
-        return [_sqlite(url, apply=apply)]
+        from flare_im.backends.media.sqlite import SCHEMA as SQLITE_MEDIA
+        from flare_im.backends.safety.sqlite import SCHEMA as SQLITE_SAFETY
+        from flare_im.backends.webhooks.sqlite import SCHEMA as SQLITE_WEBHOOKS
+
+        return [
+            _sqlite(url, apply=apply),
+            _sqlite(url, apply=apply, schema=SQLITE_WEBHOOKS),
+            _sqlite(url, apply=apply, schema=SQLITE_SAFETY),
+            _sqlite(url, apply=apply, schema=SQLITE_MEDIA),
+        ]
     if url.startswith(("postgresql://", "postgres://")):
-        return [await _postgres(url, apply=apply)]
+        from flare_im.backends.media.postgres import SCHEMA as POSTGRES_MEDIA
+        from flare_im.backends.safety.postgres import SCHEMA as POSTGRES_SAFETY
+        from flare_im.backends.webhooks.postgres import SCHEMA as POSTGRES_WEBHOOKS
+
+        return [
+            await _postgres(url, apply=apply),
+            await _postgres(url, apply=apply, schema=POSTGRES_WEBHOOKS),
+            await _postgres(url, apply=apply, schema=POSTGRES_SAFETY),
+            await _postgres(url, apply=apply, schema=POSTGRES_MEDIA),
+        ]
     raise ValueError(f"unsupported database_url {url!r} (sqlite://, postgresql://)")
 
 
-def _sqlite(url: str, *, apply: bool) -> SchemaState:
-    from flare_im.backends.relational.sqlite import SCHEMA
+def _sqlite(url: str, *, apply: bool, schema: Schema | None = None) -> SchemaState:
+    from flare_im.backends.relational.sqlite import SCHEMA as RELATIONAL
+
+    SCHEMA = schema or RELATIONAL
 
     path = parse_sqlite_url(url)
     if path == ":memory:":
@@ -68,10 +89,12 @@ def _sqlite(url: str, *, apply: bool) -> SchemaState:
         raise MigrateError(f"{path}: {exc}") from exc
 
 
-async def _postgres(url: str, *, apply: bool) -> SchemaState:
+async def _postgres(url: str, *, apply: bool, schema: Schema | None = None) -> SchemaState:
     import asyncpg
 
-    from flare_im.backends.relational.postgres import SCHEMA
+    from flare_im.backends.relational.postgres import SCHEMA as RELATIONAL
+
+    SCHEMA = schema or RELATIONAL
 
     try:
         conn = await asyncpg.connect(url)

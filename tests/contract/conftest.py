@@ -32,6 +32,7 @@ import dataclasses
 import functools
 import os
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,8 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import redis
 from redis.asyncio import Redis
-from tests.services import require
+from tests.clock import ManualClock
+from tests.services import fail_or_skip, require
 
 from flare_im.backends.bus.memory import MemoryBroker, MemoryNodeBus
 from flare_im.backends.bus.redis import RedisNodeBus
@@ -160,9 +162,7 @@ def require_redis() -> None:
     """Skip the test without a reachable Redis; under CI=true fail instead."""
     reason = _redis_unreachable()
     if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        fail_or_skip(reason)
 
 
 async def delete_prefix(prefix: str) -> None:
@@ -182,14 +182,20 @@ async def delete_prefix(prefix: str) -> None:
 
 
 class _MemoryHarness:
-    """Opens in-process adapters over one state object, the way Redis adapters share one server."""
+    """Opens in-process adapters over one state object, the way Redis adapters share one server. Adapters
+    that take a clock get ``clock``, which only ``advance`` moves."""
 
     name = "memory"
 
-    def __init__(self, build: Callable[..., Any], clear: Callable[[], None]) -> None:
+    def __init__(self, build: Callable[..., Any], clear: Callable[[], None], clock: ManualClock | None = None) -> None:
         self._build = build
         self._clear = clear
+        self.clock = ManualClock() if clock is None else clock
         self._opened: list[Any] = []
+
+    async def advance(self, seconds: float) -> None:
+        """Let ``seconds`` pass for the adapters: at once, on their clock."""
+        self.clock.advance(seconds)
 
     def open(self, *args: Any, **options: Any) -> Any:
         adapter = self._build(*args, **options)
@@ -217,6 +223,11 @@ class _RedisHarness:
         self._build = build
         self._opened: list[Any] = []
         self.clients: list[Redis] = []
+
+    async def advance(self, seconds: float) -> None:
+        """Let ``seconds`` pass for the adapters: Redis keeps its own time, so this sleeps. At least that much
+        passes (more on a loaded machine): tests using it leave margins for that."""
+        await asyncio.sleep(seconds)
 
     def open(self, *args: Any, **options: Any) -> Any:
         client = redis_from_url(REDIS_URL)
@@ -476,7 +487,7 @@ SEQUENCER_BACKENDS = ["memory", "redis"]
 
 def _make_sequencer_backend(name: str) -> Any:
     if name == "memory":
-        counters: dict[str, int] = {}
+        counters: OrderedDict[str, int] = OrderedDict()
         return _MemoryHarness(lambda seed: MemorySequencer(seed, counters=counters), counters.clear)
     if name == "redis":
         return _RedisHarness(lambda client, prefix, seed: RedisSequencer(client, seed, prefix))
@@ -517,8 +528,10 @@ ROUTES_BACKENDS = ["memory", "redis"]
 
 def _make_routes_backend(name: str) -> Any:
     if name == "memory":
-        state = MemoryRouteState()
-        return _MemoryHarness(lambda **options: MemoryRouteTable(state=state, **options), state.clear)
+        state, clock = MemoryRouteState(), ManualClock()
+        return _MemoryHarness(
+            lambda **options: MemoryRouteTable(state=state, clock=clock, **options), state.clear, clock
+        )
     if name == "redis":
         return _RedisHarness(lambda client, prefix, **options: RedisRouteTable(client, prefix, **options))
     raise AssertionError(f"no harness for route table backend {name!r}")
@@ -565,8 +578,8 @@ IDEMPOTENCY_BACKENDS = ["memory", "redis"]
 
 def _make_idempotency_backend(name: str) -> Any:
     if name == "memory":
-        state = MemoryIdempotencyState()
-        return _MemoryHarness(lambda: MemoryIdempotencyStore(state), state.clear)
+        state, clock = MemoryIdempotencyState(), ManualClock()
+        return _MemoryHarness(lambda: MemoryIdempotencyStore(state, clock=clock), state.clear, clock)
     if name == "redis":
         return _RedisHarness(lambda client, prefix: RedisIdempotencyStore(client, prefix))
     raise AssertionError(f"no harness for idempotency store backend {name!r}")
@@ -591,8 +604,8 @@ RATELIMIT_BACKENDS = ["memory", "redis"]
 
 def _make_ratelimit_backend(name: str) -> Any:
     if name == "memory":
-        state = MemoryRateState()
-        return _MemoryHarness(lambda: MemoryRateLimiter(state), state.clear)
+        state, clock = MemoryRateState(), ManualClock()
+        return _MemoryHarness(lambda: MemoryRateLimiter(state, clock=clock), state.clear, clock)
     if name == "redis":
         return _RedisHarness(lambda client, prefix: RedisRateLimiter(client, prefix))
     raise AssertionError(f"no harness for rate limiter backend {name!r}")

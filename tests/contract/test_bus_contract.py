@@ -93,14 +93,16 @@ async def test_one_bus_can_serve_several_nodes(bus_backend: Any) -> None:
 async def test_nothing_is_replayed_to_a_late_subscriber(bus_backend: Any) -> None:
     sender: NodeBus = bus_backend.open()
     receiver: NodeBus = bus_backend.open()
-    sender.publish("n2", b"before anyone listened")
-    await asyncio.sleep(0.05)
+    witness: NodeBus = bus_backend.open()  # subscribed from the start: shows when each payload went through
+    seen_by_witness: list[bytes] = []
+    await witness.subscribe("n2", seen_by_witness.append)
+    sender.publish("n2", b"before the receiver listened")
+    await until(lambda: len(seen_by_witness) == 1)
     got: list[bytes] = []
     await receiver.subscribe("n2", got.append)
     sender.publish("n2", b"after")
-    await until(lambda: len(got) == 1)
-    await asyncio.sleep(0.02)
-    assert got == [b"after"]
+    await until(lambda: len(seen_by_witness) == 2 and len(got) >= 1)
+    assert got == [b"after"]  # payloads arrive in order: a replayed "before" would have come first
 
 
 async def test_closing_stops_delivery(bus_backend: Any) -> None:

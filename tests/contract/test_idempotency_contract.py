@@ -11,6 +11,10 @@ from typing import Any
 from flare_im.backends.idempotency.base import CLAIMED, HELD, RECLAIMED, IdempotencyStore
 
 TTL_S = 60.0
+# The ttls and windows that tests let run out. ``idempotency_backend.advance`` moves the memory store's clock
+# and sleeps for Redis (its own time): at least that much passes, more on a busy machine, so what must still
+# hold is checked at once (a second to spare) and what must have run out only gains from extra time.
+SHORT_S = 1.0
 
 
 async def test_one_claim_then_the_result(idempotency_backend: Any) -> None:
@@ -56,12 +60,12 @@ async def test_concurrent_claims_from_two_nodes_have_one_winner(idempotency_back
 
 async def test_claims_and_results_expire(idempotency_backend: Any) -> None:
     store: IdempotencyStore = idempotency_backend.open()
-    assert await store.reserve("alice", "claimed", 0.15)
+    assert await store.reserve("alice", "claimed", SHORT_S)
     assert await store.reserve("alice", "done", 60)
-    await store.complete("alice", "done", b"r", 0.15)
+    await store.complete("alice", "done", b"r", SHORT_S)
     assert not await store.reserve("alice", "claimed", 60)
     assert await store.get("alice", "done") == b"r"
-    await asyncio.sleep(0.3)
+    await idempotency_backend.advance(SHORT_S * 1.5)
     assert await store.get("alice", "done") is None
     assert await store.reserve("alice", "claimed", 60)  # a claim that outlived its ttl is free again
     assert await store.reserve("alice", "done", 60)
@@ -81,9 +85,9 @@ async def test_a_claim_that_ran_out_is_reclaimed_with_a_warning(idempotency_back
     # The node holding a claim died: the next claim succeeds, and says the message may be stored already.
     a: IdempotencyStore = idempotency_backend.open()
     b: IdempotencyStore = idempotency_backend.open()
-    assert await a.reserve("alice", "m1", 0.1) == CLAIMED
+    assert await a.reserve("alice", "m1", SHORT_S) == CLAIMED
     assert await b.reserve("alice", "m1", TTL_S) == HELD
-    await asyncio.sleep(0.2)
+    await idempotency_backend.advance(SHORT_S * 1.5)
     assert await b.reserve("alice", "m1", TTL_S) == RECLAIMED
     # A released claim (the send failed before storing anything) is reclaimed with the same warning: the
     # store does not know how far the send got; the caller's log lookup settles it.
@@ -116,10 +120,10 @@ async def test_a_store_that_lost_its_data_does_not_vouch_until_restored(idempote
 async def test_an_incomplete_restore_vouches_after_the_window(idempotency_backend: Any) -> None:
     store: IdempotencyStore = idempotency_backend.open()
     await idempotency_backend.flush()
-    assert await store.restore([("alice", "m1")], complete=False, window_s=0.3)
+    assert await store.restore([("alice", "m1")], complete=False, window_s=SHORT_S)
     assert not await store.vouched()
     assert await store.reserve("alice", "m2", TTL_S) == RECLAIMED
-    await asyncio.sleep(0.4)
+    await idempotency_backend.advance(SHORT_S * 1.5)
     assert await store.vouched()
     assert await store.reserve("alice", "m3", TTL_S) == CLAIMED
 

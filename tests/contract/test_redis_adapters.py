@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from redis.asyncio import BlockingConnectionPool, Redis
+from tests.services import fail_or_skip
 
 from flare_im.backends.bus.redis import RedisNodeBus
 from flare_im.backends.redis_client import redis_from_url
@@ -222,9 +223,7 @@ class PrivateRedis:
 async def private_redis(tmp_path: Path) -> AsyncIterator[PrivateRedis]:
     if shutil.which("redis-server") is None:
         reason = "redis-server is not installed (apt-get install redis-server)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        fail_or_skip(reason)
     server = PrivateRedis(tmp_path)
     await server.start()
     try:

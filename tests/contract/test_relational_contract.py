@@ -4,7 +4,9 @@ MembershipStore, DeviceStore and RuleStore, for every backend. One adapter imple
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -13,11 +15,17 @@ from flare_im.backends.relational.base import (
     AlreadyExists,
     FilterRule,
     Group,
+    Invite,
+    InviteUnusable,
     Member,
     PushTarget,
+    RefreshGrant,
     SettingsChange,
+    TokenState,
     User,
 )
+
+RELATIONAL_BACKEND_NAMES = ["sqlite", "postgres"]
 
 
 def user(uid: str, username: str | None = None, *, display_name: str = "", avatar: str = "") -> User:
@@ -122,20 +130,140 @@ async def test_update_profile_is_partial(relational: Any) -> None:
     assert await relational.get_user("alice") == user("alice", "alice_n", display_name="A", avatar="")
 
 
-async def test_refresh_token_is_single_use(relational: Any) -> None:
-    await relational.put_refresh_token("h1", "alice", 1_800_000_000)
-    await relational.put_refresh_token("h2", "bob", 1_900_000_000)
+FUTURE = 4_000_000_000  # epoch seconds, far ahead
 
-    assert await relational.take_refresh_token("h1") == ("alice", 1_800_000_000)
-    assert await relational.take_refresh_token("h1") is None
+
+async def test_refresh_token_is_single_use(relational: Any) -> None:
+    await relational.put_refresh_token("h1", "alice", 3_800_000_000, "fam-a")
+    await relational.put_refresh_token("h2", "bob", 3_900_000_000, "fam-b")
+
+    assert await relational.take_refresh_token("h1") == RefreshGrant("alice", 3_800_000_000, "fam-a", reused=False)
     assert await relational.take_refresh_token("unknown") is None
-    assert await relational.take_refresh_token("h2") == ("bob", 1_900_000_000)
+    assert await relational.take_refresh_token("h2") == RefreshGrant("bob", 3_900_000_000, "fam-b", reused=False)
 
 
 async def test_refresh_token_concurrent_takes_only_one_wins(relational: Any) -> None:
-    await relational.put_refresh_token("h", "alice", 123)
+    await relational.put_refresh_token("h", "alice", FUTURE, "fam")
     results = await asyncio.gather(*(relational.take_refresh_token("h") for _ in range(10)))
-    assert sorted(results, key=lambda r: r is None) == [("alice", 123)] + [None] * 9
+    fresh = [r for r in results if r is not None and not r.reused]
+    assert fresh == [RefreshGrant("alice", FUTURE, "fam", reused=False)]
+    # every other take was a reuse (it revoked the family) or came after that revocation
+    assert all(r is None or r.reused for r in results if r not in fresh)
+
+
+async def test_reusing_a_refresh_token_revokes_its_whole_family(relational: Any) -> None:
+    await relational.create_user(user("alice"), None)
+    await relational.put_refresh_token("t1", "alice", FUTURE, "fam")
+    assert (await relational.take_refresh_token("t1")).reused is False
+    await relational.put_refresh_token("t2", "alice", FUTURE + 5, "fam")  # issued from t1
+    await relational.put_refresh_token("other", "alice", FUTURE, "fam-2")  # another login of alice
+
+    grant = await relational.take_refresh_token("t1")  # t1 again: a copy was kept
+    assert grant == RefreshGrant("alice", FUTURE, "fam", reused=True)
+    assert await relational.take_refresh_token("t2") is None  # the descendant is revoked too
+    assert await relational.take_refresh_token("t1") is None
+    assert await relational.token_state("alice", "fam") == TokenState(0, session_revoked=True)
+    # the other login is untouched
+    assert await relational.token_state("alice", "fam-2") == TokenState(0, session_revoked=False)
+    assert (await relational.take_refresh_token("other")).reused is False
+
+
+async def test_revoke_session_and_token_state(relational: Any) -> None:
+    await relational.create_user(user("alice"), None)
+    assert await relational.token_state("nobody", "s") is None
+    assert await relational.token_state("alice", "") == TokenState(0, False)
+    await relational.put_refresh_token("r", "alice", FUTURE, "s1")
+
+    await relational.revoke_session("s1", "alice", FUTURE)
+    await relational.revoke_session("s1", "alice", FUTURE)  # idempotent
+    assert await relational.token_state("alice", "s1") == TokenState(0, True)
+    assert await relational.take_refresh_token("r") is None
+    assert await relational.token_state("alice", "s2") == TokenState(0, False)
+
+
+async def test_revoke_user_tokens(relational: Any) -> None:
+    await relational.create_user(user("alice"), None)
+    await relational.create_user(user("bob"), None)
+    await relational.put_refresh_token("a1", "alice", FUTURE, "f1")
+    await relational.put_refresh_token("a2", "alice", FUTURE, "f2")
+    await relational.put_refresh_token("b1", "bob", FUTURE, "f3")
+
+    await relational.revoke_user_tokens("alice", 1_700_000_000_500)
+    await relational.revoke_user_tokens("alice", 1_600_000_000_000)  # never moves back
+    assert await relational.token_state("alice", "f1") == TokenState(1_700_000_000_500, False)
+    assert await relational.take_refresh_token("a1") is None
+    assert await relational.take_refresh_token("a2") is None
+    assert await relational.token_state("bob", "f3") == TokenState(0, False)
+    assert (await relational.take_refresh_token("b1")).reused is False
+
+
+async def test_an_id_differing_only_in_case_is_taken(relational: Any) -> None:
+    await relational.create_user(user("Alice", "Alice"), "h")  # stored before ids were normalised
+    with pytest.raises(AlreadyExists):
+        await relational.create_user(user("alice", "alice"), "h2")
+    assert await relational.get_user("alice") is None
+    assert await relational.get_credentials("alice") is None
+
+
+# ---------------------------------------------------------------- invites
+
+
+def invite(invite_id: str, token_hash: str, *, max_uses: int = 1, uses: int = 0, expires_at: int = FUTURE) -> Invite:
+    return Invite(invite_id, token_hash, max_uses, uses, expires_at, created_at=1_700_000_000_000, note="n")
+
+
+async def test_invites_are_created_listed_and_deleted(relational: Any) -> None:
+    await relational.create_invite(invite("i1", "h1"))
+    await relational.create_invite(replace(invite("i2", "h2", max_uses=5), created_at=1_700_000_000_001))
+    with pytest.raises(AlreadyExists):
+        await relational.create_invite(invite("i1", "h3"))
+    assert await relational.get_invite("h2") == replace(invite("i2", "h2", max_uses=5), created_at=1_700_000_000_001)
+    assert await relational.get_invite("h3") is None
+    assert [i.invite_id for i in await relational.invites()] == ["i2", "i1"]
+    assert await relational.delete_invite("i1") is True
+    assert await relational.delete_invite("i1") is False
+    assert [i.invite_id for i in await relational.invites()] == ["i2"]
+
+
+async def test_registration_takes_one_use_of_its_invite(relational: Any) -> None:
+    await relational.create_invite(invite("i", "h", max_uses=2))
+    await relational.create_user(user("a"), "x", invite="h", now=1_700_000_000)
+    await relational.create_user(user("b"), "x", invite="h", now=1_700_000_000)
+    with pytest.raises(InviteUnusable):
+        await relational.create_user(user("c"), "x", invite="h", now=1_700_000_000)
+    assert await relational.get_user("c") is None
+    assert (await relational.get_invite("h")).uses == 2
+
+
+async def test_an_unusable_invite_writes_nothing(relational: Any) -> None:
+    await relational.create_invite(invite("old", "h-old", expires_at=1_700_000_000))
+    for token_hash in ("h-old", "unknown"):
+        with pytest.raises(InviteUnusable):
+            await relational.create_user(user("eve"), "x", invite=token_hash, now=1_700_000_000)
+    assert await relational.get_user("eve") is None
+    assert (await relational.get_invite("h-old")).uses == 0
+
+
+async def test_a_taken_name_takes_no_use_of_the_invite(relational: Any) -> None:
+    await relational.create_user(user("alice", "alice"), "x")
+    await relational.create_invite(invite("i", "h"))
+    for taken in (user("alice", "alice2"), user("bob", "alice"), user("ALICE", "x")):
+        with pytest.raises(AlreadyExists):
+            await relational.create_user(taken, "x", invite="h", now=1_700_000_000)
+    assert (await relational.get_invite("h")).uses == 0
+    await relational.create_user(user("bob", "bob"), "x", invite="h", now=1_700_000_000)
+    assert (await relational.get_invite("h")).uses == 1
+
+
+async def test_the_last_use_of_an_invite_goes_to_one_registration(relational: Any) -> None:
+    await relational.create_invite(invite("i", "h", max_uses=1))
+    results = await asyncio.gather(
+        *(relational.create_user(user(f"u{i}"), "x", invite="h", now=1_700_000_000) for i in range(8)),
+        return_exceptions=True,
+    )
+    assert sum(r is None for r in results) == 1
+    assert all(isinstance(r, InviteUnusable) for r in results if r is not None)
+    assert len(await relational.get_users([f"u{i}" for i in range(8)])) == 1
 
 
 # ---------------------------------------------------------------- groups
@@ -259,6 +387,20 @@ async def test_list_user_convs_includes_left(relational: Any) -> None:
     assert await relational.list_user_convs("nobody") == []
 
 
+async def test_list_users_convs_is_list_user_convs_of_each(relational: Any) -> None:
+    await relational.add_members([Member(conv="g:x", uid="alice"), Member(conv="g:x", uid="bob")])
+    await relational.add_members([Member(conv="d:alice:bob", uid="alice"), Member(conv="d:alice:bob", uid="bob")])
+    await relational.set_left("g:x", "alice", 6)
+
+    many = await relational.list_users_convs(["alice", "bob", "nobody", "alice"])
+    assert set(many) == {"alice", "bob", "nobody"}
+    for uid in ("alice", "bob", "nobody"):
+        assert sorted(many[uid], key=lambda m: m.conv) == sorted(
+            await relational.list_user_convs(uid), key=lambda m: m.conv
+        )
+    assert await relational.list_users_convs([]) == {}
+
+
 async def test_advance_read_is_monotonic(relational: Any) -> None:
     await relational.add_members([Member(conv="g:x", uid="alice", version=1)])
 
@@ -327,7 +469,7 @@ async def test_writes_survive_close_and_reopen(relational_backend: Any) -> None:
     await store.create_group(group("g1"), [Member(conv="g:g1", uid="alice", role="owner", version=3)])
     await store.add_members([Member(conv="g:g1", uid="bob", version=4)])
     await store.advance_read("g:g1", "bob", 2, 5)
-    await store.put_refresh_token("tok", "alice", 99)
+    await store.put_refresh_token("tok", "alice", FUTURE, "fam")
     await relational_backend.close(store)
 
     reopened = await relational_backend.open()
@@ -337,7 +479,7 @@ async def test_writes_survive_close_and_reopen(relational_backend: Any) -> None:
     assert uids(await reopened.list_members("g:g1")) == ["alice", "bob"]
     assert await reopened.get_member("g:g1", "bob") == Member(conv="g:g1", uid="bob", read_seq=2, version=5)
     assert await reopened.max_version() == 5
-    assert await reopened.take_refresh_token("tok") == ("alice", 99)
+    assert await reopened.take_refresh_token("tok") == RefreshGrant("alice", FUTURE, "fam", reused=False)
 
 
 # ---------------------------------------------------------------- conversation settings
@@ -568,3 +710,95 @@ async def test_filter_rules_put_replace_delete_and_revision(relational: Any) -> 
     assert await relational.delete_filter_rule("r1") is False
     assert await relational.filter_rules_revision() == unchanged  # nothing changed, nothing to reload
     assert [r.rule_id for r in await relational.filter_rules()] == ["r2"]
+
+
+# ---------------------------------------------------------------- identity flags (migration of existing data)
+
+# Ids and names stored before ids were normalised and names checked: "Alice"/"alice" collide, "Bob" is not in
+# normal form, two names hold control characters (a bidi override, a newline); "Team"/"team" are two groups.
+_LEGACY_USERS = [
+    ("Alice", "Alice", "Alice", ""),
+    ("alice", "alice", "alice", ""),
+    ("Bob", None, "Bob", ""),
+    ("carol", None, "\u202eevil", ""),
+    ("dave", None, "Dave", "x\ny"),
+    ("erin", None, "Erin \U0001f469\u200d\U0001f4bb", ""),  # ZWJ in an emoji sequence is allowed
+]
+_LEGACY_GROUPS = [("Team", "T"), ("team", "t\u2066x"), ("ok", "Fine")]
+_EXPECTED_FLAGS = [
+    ("group", "Team", "id_collision", "team"),
+    ("group", "team", "control_chars", "name"),
+    ("group", "team", "id_collision", "Team"),
+    ("user", "Alice", "id_collision", "alice"),
+    ("user", "Bob", "id_not_normal", "bob"),
+    ("user", "alice", "id_collision", "Alice"),
+    ("user", "carol", "control_chars", "display_name"),
+    ("user", "dave", "control_chars", "avatar"),
+]
+
+
+async def _legacy_sqlite(tmp_path: Any) -> Any:
+    import sqlite3
+
+    from flare_im.backends.migrations import Schema, SqliteMigrator
+    from flare_im.backends.relational.sqlite import MIGRATIONS, SqliteRelational
+    from flare_im.backends.sqlite_db import SqliteConfig, SqliteDatabase
+
+    path = str(tmp_path / "legacy.db")
+    conn = sqlite3.connect(path, isolation_level=None)
+    SqliteMigrator(conn, Schema("relational", MIGRATIONS[:5])).apply()
+    conn.executemany("INSERT INTO users VALUES (?,?,NULL,?,?,0)", _LEGACY_USERS)
+    conn.executemany("INSERT INTO groups VALUES (?,?,'',?,0)", [(g, n, "alice") for g, n in _LEGACY_GROUPS])
+    conn.execute("INSERT INTO refresh_tokens VALUES ('old-token', 'alice', 4000000000)")
+    conn.close()
+    db = SqliteDatabase(SqliteConfig(path=path))
+    store = SqliteRelational(db)  # applies migration 6
+    db.start()
+    return store, db.close
+
+
+async def _legacy_postgres(url: str) -> Any:
+    import asyncpg
+
+    from flare_im.backends.migrations import PostgresMigrator, Schema
+    from flare_im.backends.relational.postgres import MIGRATIONS, SCHEMA, PostgresConfig, PostgresRelational
+
+    conn = await asyncpg.connect(url)
+    try:
+        await PostgresMigrator(conn, Schema("relational", MIGRATIONS[:2])).apply()
+        await conn.executemany("INSERT INTO users VALUES ($1, $2, NULL, $3, $4, 0)", _LEGACY_USERS)
+        await conn.executemany(
+            "INSERT INTO groups VALUES ($1, $2, '', $3, 0)", [(g, n, "alice") for g, n in _LEGACY_GROUPS]
+        )
+        await conn.execute("INSERT INTO refresh_tokens VALUES ('old-token', 'alice', 4000000000)")
+        await PostgresMigrator(conn, SCHEMA).apply()
+    finally:
+        await conn.close()
+    store = await PostgresRelational.open(PostgresConfig(url=url, min_connections=1))
+    return store, store.close
+
+
+@pytest.mark.parametrize("backend", RELATIONAL_BACKEND_NAMES)
+async def test_migration_flags_colliding_ids_and_control_characters(
+    backend: str, tmp_path: Any, request: pytest.FixtureRequest
+) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        if backend == "sqlite":
+            store, close = await _legacy_sqlite(tmp_path)
+        else:
+            url = await stack.enter_async_context(request.getfixturevalue("postgres_schemas")())
+            store, close = await _legacy_postgres(url)
+        try:
+            flags = await store.identity_flags()
+            assert [(f.kind, f.subject, f.reason, f.detail) for f in flags] == _EXPECTED_FLAGS
+            assert all(f.flagged_at > 1_700_000_000_000 for f in flags)
+            # nothing was renamed or changed
+            assert {u.uid for u in await store.get_users([u[0] for u in _LEGACY_USERS])} == {
+                u[0] for u in _LEGACY_USERS
+            }
+            assert (await store.get_user("carol")).display_name == "\u202eevil"
+            # a refresh token issued before families is a family of its own, still usable once
+            grant = await store.take_refresh_token("old-token")
+            assert grant == RefreshGrant("alice", 4_000_000_000, "old-token", reused=False)
+        finally:
+            await close()

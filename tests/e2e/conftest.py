@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,15 +17,28 @@ from typing import Any
 import pytest
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
-from flare_im.devcluster import free_port
+from flare_im.devcluster import free_port, wait_for_line
 from flare_im.sdk.client import FlareClient
 from flare_im.sdk.rest import RestClient
+
+# What a server must never log, whatever a client does: Python tracebacks, and lines at ERROR or above, in our
+# JSON format or in uvicorn's plain one (docs/operations.md alerts on exactly these).
+_BAD_LOG_LINE = re.compile(r'Traceback \(most recent call last\)|"level": ?"(ERROR|CRITICAL)"|^(ERROR|CRITICAL):', re.M)
+
+
+def server_log_problems(text: str) -> list[str]:
+    """The lines of a server log that fail a test: tracebacks and ERROR/CRITICAL records."""
+    return [line for line in text.splitlines() if _BAD_LOG_LINE.search(line)]
 
 
 @dataclass
 class ServerProcess:
+    """A real `flare serve`. Stopping it fails the test when the server logged a traceback or an ERROR line, or
+    (stopped with SIGTERM) exited non-zero, unless the test said it expects that (``expect_errors``)."""
+
     data_dir: Path
     env_overrides: dict[str, str] = field(default_factory=dict)
+    expect_errors: bool = False
     api_port: int = 0
     ws_port: int = 0
     proc: subprocess.Popen[bytes] | None = None
@@ -45,6 +58,14 @@ class ServerProcess:
         return (self.data_dir / "admin.key").read_text().strip()
 
     def start(self) -> None:
+        # A free port may be taken (by another test's connection) before the server binds it: new ports then.
+        for _ in range(2):
+            try:
+                self.start_on(free_port(), free_port())
+                return
+            except RuntimeError as exc:
+                if "cannot listen on" not in str(exc):
+                    raise
         self.start_on(free_port(), free_port())
 
     def start_on(self, api_port: int, ws_port: int) -> None:
@@ -71,15 +92,15 @@ class ServerProcess:
             stderr=log,
             env=env,
         )
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            if line.startswith(b"flare ready"):
-                return
-        raise RuntimeError(f"server did not start: {self.log_path.read_text()[-2000:]}")
+        if wait_for_line(self.proc, b"flare ready", 30) is not None:
+            return
+        self.proc.kill()  # hung or dead: it must not outlive the failed start
+        self.proc.wait(10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        log.close()
+        self.proc = None
+        raise RuntimeError(f"server did not start within 30 s: {self.log_path.read_text()[-2000:]}")
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.proc is not None
@@ -89,7 +110,17 @@ class ServerProcess:
             self.proc.stdout.close()
         self._log.close()
         self.proc = None
+        self.check_log(rc if sig == signal.SIGTERM else None)
         return rc
+
+    def check_log(self, exit_code: int | None = None) -> None:
+        """Fails unless the log so far is clean and a graceful stop's ``exit_code`` is 0."""
+        if self.expect_errors or self.log_path is None:
+            return
+        text = self.log_path.read_text(errors="replace")
+        problems = server_log_problems(text)
+        assert not problems, f"the server logged {len(problems)} error lines, e.g. {problems[:3]}:\n{text[-3000:]}"
+        assert exit_code in (None, 0), f"the server exited {exit_code} on SIGTERM:\n{text[-3000:]}"
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)

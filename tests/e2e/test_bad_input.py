@@ -15,6 +15,7 @@ from flare_im.protocol.codec import Encoding
 from flare_im.protocol.errors import CloseCode, ErrorCode, FlareError
 
 from .conftest import Harness, ServerProcess, raw_authed, raw_connect
+from .witness import Witness
 
 DM = "d:alice:bob"
 
@@ -52,9 +53,16 @@ async def _pair(harness: Harness) -> None:
 )
 async def test_bad_frames_get_error_and_change_nothing(harness: Harness, payload: str, code: int) -> None:
     await _pair(harness)
+    await harness.user("carol")
     bob = await harness.device("bob")
-    ack = await bob.send(DM, "the only message")
+    await bob.send(DM, "the only message")
     raw = await raw_authed(harness.srv, harness.tokens["alice"])
+    # The conversation the frame names (a forged one: bob's and carol's), else alice's and bob's.
+    if "d:bob:carol" in payload:
+        witness = await Witness.open(harness, "d:bob:carol", ["bob", "carol"], others=["alice"])
+    else:
+        witness = await Witness.open(harness, DM, ["bob", "alice"])
+    before = await witness.snapshot()
     raw.send_text(payload)
     reply = await raw.recv_json()
     assert (reply["type"], reply["code"]) == ("error", code), reply
@@ -62,10 +70,10 @@ async def test_bad_frames_get_error_and_change_nothing(harness: Harness, payload
     assert reply["message"]
     if code not in (400,) or '"id": 7' in payload:
         assert reply.get("id") in (7, None)
-    # The connection still works, and nothing was stored.
+    # The connection still works, nothing was stored and nothing was pushed.
     raw.send_text('{"type": "ping", "id": 8}')
     assert (await raw.recv_json())["type"] == "pong"
-    assert [m.seq for m in await bob.history(DM)] == [ack.seq]
+    await witness.unchanged(before)
 
 
 async def test_malformed_msgpack_and_oversize_frames(harness: Harness) -> None:
@@ -91,7 +99,7 @@ async def test_msgpack_client_gets_msgpack_errors(harness: Harness) -> None:
     await _pair(harness)
     alice = await harness.device("alice", encoding=Encoding.MSGPACK)
     with pytest.raises(FlareError) as err:
-        await alice.send("d:bob:carol", "forged")
+        await alice.send("d:bob:carol", "forged", attempts=1)
     assert err.value.code == ErrorCode.FORBIDDEN
     assert (await alice.send(DM, "fine")).seq == 1
 
@@ -153,10 +161,11 @@ async def test_a_flooding_client_does_not_affect_others(harness: Harness) -> Non
     # Meanwhile the well-behaved connections are unaffected.
     ack = await alice.send(DM, "still here")
     assert (await bob.next_message()).seq == ack.seq
-    # A client that keeps flooding is disconnected (close 4029; its unread replies may be lost with it).
+    # A client that keeps flooding is disconnected with 4029, which it sees although it is still writing
+    # (test_server_close.py).
     for i in range(1000):
         flooder.send_text(json.dumps({"type": "ping", "id": i}))
-    await flooder.wait_closed()
+    assert await flooder.wait_closed() == CloseCode.RATE_LIMITED
     ack = await alice.send(DM, "and still here")
     assert (await bob.next_message()).seq == ack.seq
 
@@ -258,3 +267,86 @@ async def test_per_user_send_rate_spans_the_users_devices(tmp_path: Path) -> Non
     finally:
         await harness.close()
         srv.stop()
+
+
+@pytest.mark.parametrize("req_id", [2**63, 2**64 - 1, -1, 2**70])
+@pytest.mark.parametrize(
+    "frame",
+    [
+        {"type": "ping"},
+        {"type": "send", "conv": DM, "body": {"text": "x"}},  # also invalid otherwise (no cmid)
+    ],
+)
+async def test_an_out_of_range_request_id_is_not_echoed(
+    harness: Harness, req_id: int, frame: dict[str, object]
+) -> None:
+    await _pair(harness)
+    raw = await raw_authed(harness.srv, harness.tokens["alice"])
+    raw.send_text(json.dumps({**frame, "id": req_id}))
+    reply = await raw.recv_json()
+    assert (reply["type"], reply["code"]) == ("error", ErrorCode.INVALID), reply
+    assert "id" not in reply  # not the out-of-range id, and not null: omitted (protocol.md §1)
+    raw.send_text(json.dumps({"type": "ping", "id": 2**63 - 1}))  # the largest valid id is echoed exactly
+    pong = await raw.recv_json()
+    assert (pong["type"], pong["id"]) == ("pong", 2**63 - 1)
+
+
+async def test_a_direct_conversation_with_an_unknown_peer_is_404_everywhere(harness: Harness) -> None:
+    """One rule for unknown peers: pull, read, settings and send all answer 404, on WebSocket and REST,
+    while a direct conversation with an existing user who was never written to pulls an empty page."""
+    await _pair(harness)  # alice and bob exist; nobody does not
+    ghost = "d:alice:nobody"
+    raw = await raw_authed(harness.srv, harness.tokens["alice"])
+    frames = [
+        {"type": "pull", "conv": ghost, "after": 0},
+        {"type": "pull", "conv": ghost},
+        {"type": "read", "conv": ghost, "seq": 0},
+        {"type": "delivered", "conv": ghost, "seq": 0},
+        {"type": "settings", "conv": ghost, "pinned": True},
+        {"type": "send", "conv": ghost, "cmid": "c-ghost", "body": {"text": "x"}},
+    ]
+    for i, frame in enumerate(frames, start=10):
+        raw.send_text(json.dumps({**frame, "id": i}))
+        reply = await raw.recv_json()
+        assert (reply["type"], reply["code"], reply["id"]) == ("error", ErrorCode.NOT_FOUND, i), (frame, reply)
+    rest = harness.rest("alice")
+    for call in (
+        rest.history(ghost),
+        rest.request("POST", f"/v1/conversations/{ghost}/read", json={"seq": 0}),
+        rest.request("PATCH", f"/v1/conversations/{ghost}/settings", json={"pinned": True}),
+        rest.send(ghost, "c-ghost-rest", {"text": "x"}),
+    ):
+        with pytest.raises(FlareError) as err:
+            await call
+        assert err.value.code == ErrorCode.NOT_FOUND
+    # Nothing was created by the refused requests.
+    raw.send_text(json.dumps({"type": "sync", "id": 30, "since": 0}))
+    assert (await raw.recv_json())["items"] == []
+    # An existing peer with no messages yet: an empty page on both transports, still no list entry.
+    raw.send_text(json.dumps({"type": "pull", "id": 31, "conv": DM, "after": 0}))
+    page = await raw.recv_json()
+    assert (page["type"], page["id"], page.get("items", []), page["max_seq"]) == ("messages", 31, [], 0)
+    rest_page = await rest.history(DM)
+    assert (rest_page["items"], rest_page["max_seq"], rest_page["min_seq"]) == ([], 0, 1)
+    assert (await rest.conversations())["items"] == []
+
+
+async def test_an_invalid_auth_gets_an_error_and_the_connection_keeps_waiting(harness: Harness) -> None:
+    """protocol.md §2: before authentication an undecodable or invalid frame, an invalid auth included, gets
+    an error and the connection waits for a valid auth."""
+    await _pair(harness)
+    raw = await raw_connect(harness.srv.ws_url)
+    for payload, code, req_id in (
+        ('{"type": "auth", "id": 1, "token": "x"}', ErrorCode.INVALID, 1),  # no device
+        (json.dumps({"type": "auth", "id": 2, "token": "x" * 4097, "device": "d"}), ErrorCode.INVALID, 2),
+        (json.dumps({"type": "auth", "id": 2**63, "token": "x", "device": "d"}), ErrorCode.INVALID, None),
+        ("{garbage", ErrorCode.BAD_REQUEST, None),
+    ):
+        raw.send_text(payload)
+        reply = await raw.recv_json()
+        assert (reply["type"], reply["code"], reply.get("id")) == ("error", code, req_id), reply
+    assert raw.close_code is None
+    raw.send_text(json.dumps({"type": "auth", "id": 3, "token": harness.tokens["alice"], "device": "d"}))
+    assert (await raw.recv_json())["type"] == "auth_ok"
+    raw.send_text('{"type": "ping", "id": 4}')
+    assert (await raw.recv_json())["type"] == "pong"

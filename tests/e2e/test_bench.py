@@ -61,3 +61,13 @@ def test_idle_memory_per_connection() -> None:
 def test_relay_alone() -> None:
     r = bench("relay", "--pairs", "2", "--window", "2")
     assert (r["target"], r["loss"], r["connected"]) == ("relay", 0, 4)
+
+
+def test_soak_prints_a_trend_and_compares_the_first_and_last_minute() -> None:
+    r = bench("soak", "--pairs", "2", "--rate", "100", "--interval", "0.5")
+    assert (r["benchmark"], r["loss"], r["errors"], r["connected"]) == ("soak", 0, 0, 4)
+    assert [row["t_s"] for row in r["trend"]] == [0.5, 1.0]
+    assert all(row["delivered_per_s"] > 0 and row["rss_mb"] > 0 for row in r["trend"])
+    assert "flare.db" in r["trend"][-1]["files"]
+    assert r["first_minute"]["p99_ms"] > 0
+    assert r["last_to_first"]["p99"] is not None

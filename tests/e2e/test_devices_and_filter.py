@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from flare_im.protocol.errors import ErrorCode, FlareError
 from flare_im.sdk.rest import RestClient
 
 from .conftest import Harness
+from .witness import BARRIER, Wire, Witness, next_message, rest_barrier
 
 DM = "d:alice:bob"
 APNS = "a1" * 32  # 64 hex digits
@@ -78,7 +77,8 @@ async def test_filter_blocks_and_masks_sends_and_edits(harness: Harness) -> None
     await harness.user("alice")
     await harness.user("bob")
     alice = await harness.device("alice")
-    bob = await harness.device("bob")
+    wire = Wire()
+    bob = await harness.device("bob", on_frame=wire)
     admin = harness.admin
 
     block = await admin.admin_add_filter_rule("casino", action="block")
@@ -88,33 +88,36 @@ async def test_filter_blocks_and_masks_sends_and_edits(harness: Harness) -> None
     assert sorted(r["rule_id"] for r in listed) == sorted([block["rule_id"], "no-heck", card["rule_id"]])
 
     # Blocked: an error to the sender, nothing stored, nothing pushed.
-    err = await expect_error(ErrorCode.BLOCKED, alice.send(DM, "best CASINO bonus"))
+    pair = await Witness.open(harness, DM, ["alice", "bob"])
+    err = await pair.refused(ErrorCode.BLOCKED, alice.send(DM, "best CASINO bonus", attempts=1))
     assert not err.retryable
-    await expect_error(ErrorCode.BLOCKED, harness.rest("alice").send(DM, "c-rest", {"text": "casino"}))
+    await pair.refused(ErrorCode.BLOCKED, harness.rest("alice").send(DM, "c-rest", {"text": "casino"}))
 
     # Masked: stored and delivered masked; the ack carries the stored body for the sending device.
     ack = await alice.send(DM, "what the heck, card 4111 1111 1111 1111")
-    assert ack.seq == 1  # the blocked sends took no seq
+    assert ack.seq == pair.last_barrier + 1  # the blocked sends took no seq
     assert ack.body == {"text": "what the ****, card *******************"}
-    got = await bob.next_message()
-    assert (got.seq, got.body["text"]) == (1, "what the ****, card *******************")
+    got = await next_message(bob)
+    assert (got.seq, got.body["text"]) == (ack.seq, "what the ****, card *******************")
     clean = await alice.send(DM, "all fine")
     assert clean.body is None
-    assert (await bob.next_message()).body == {"text": "all fine"}
+    assert (await next_message(bob)).body == {"text": "all fine"}
 
     # Edits are screened like sends.
-    await expect_error(ErrorCode.BLOCKED, alice.edit(DM, clean.seq, "casino night?", base_version=1))
+    await pair.barrier(skip_earlier=True)
+    await pair.refused(ErrorCode.BLOCKED, alice.edit(DM, clean.seq, "casino night?", base_version=1, attempts=1))
     edited = await alice.edit(DM, clean.seq, "heck yes", base_version=1)
     assert edited.body == {"text": "**** yes"}
-    event = await bob.next_message()
+    event = await next_message(bob)
     assert (event.kind, event.body["body"]) == ("edit", {"text": "**** yes"})
 
     rest_ack = await harness.rest("alice").send(DM, "c-rest-2", {"text": "heck"})
     assert rest_ack["body"] == {"text": "****"}
-    assert (await bob.next_message()).body == {"text": "****"}
+    assert (await next_message(bob)).body == {"text": "****"}
 
     history = await harness.rest("bob").history(DM)
-    assert [m["body"].get("text") for m in history["items"] if m["kind"] == "text"] == [
+    texts = [m for m in history["items"] if m["kind"] == "text" and not m["cmid"].startswith(BARRIER)]
+    assert [m["body"].get("text") for m in texts] == [
         "what the ****, card *******************",
         "**** yes",
         "****",
@@ -127,12 +130,16 @@ async def test_filter_blocks_and_masks_sends_and_edits(harness: Harness) -> None
     await expect_error(ErrorCode.NOT_FOUND, admin.admin_delete_filter_rule(block["rule_id"]))
     check = await admin.request("POST", "/v1/admin/filter/check", admin=True, json={"text": "Heck, casino"})
     assert check == {"blocked": False, "text": "****, casino"}
-    assert (await alice.send(DM, "casino")).body is None
+    last = await alice.send(DM, "casino")
+    assert last.body is None
 
     # Bad rules and callers without the admin key are refused.
     await expect_error(ErrorCode.INVALID, admin.admin_add_filter_rule("(", match="regex"))
     await expect_error(ErrorCode.INVALID, admin.admin_add_filter_rule("x", action="shadowban"))
     async with RestClient(harness.srv.api_url, admin_key="wrong") as intruder:
         await expect_error(ErrorCode.UNAUTHORIZED, intruder.admin_add_filter_rule("anything"))
-    await asyncio.sleep(0.1)
-    assert bob.pending_messages() == 1  # only the last "casino", once the rule was gone
+    # On the wire, bob got every stored message once, in order, the last "casino" (once the rule was gone)
+    # included, and nothing for the refused ones.
+    barrier = await rest_barrier(harness, DM, "alice", wire)
+    assert wire.seqs(DM) == list(range(1, barrier + 1))
+    assert last.seq == barrier - 1

@@ -13,6 +13,7 @@ from flare_im.protocol.frames import Message
 from flare_im.sdk.client import FlareClient
 
 from .conftest import Harness, ServerProcess
+from .witness import Wire, Witness, rest_barrier
 
 DM = "d:alice:bob"
 
@@ -42,9 +43,10 @@ async def _error(coro: object) -> FlareError:
 
 async def test_edit_reaches_every_device_and_keeps_history(harness: Harness) -> None:
     await _members(harness, "alice", "bob")
-    phone = await harness.device("alice", "phone")
-    laptop = await harness.device("alice", "laptop")
-    bob = await harness.device("bob")
+    wires = {"phone": Wire(), "laptop": Wire(), "bob": Wire()}
+    phone = await harness.device("alice", "phone", on_frame=wires["phone"])
+    laptop = await harness.device("alice", "laptop", on_frame=wires["laptop"])
+    bob = await harness.device("bob", on_frame=wires["bob"])
     sent = await phone.send(DM, "helo")
     assert (await bob.next_message()).body == {"text": "helo"}
     await laptop.next_message()
@@ -55,6 +57,11 @@ async def test_edit_reaches_every_device_and_keeps_history(harness: Harness) -> 
         event = await device.next_message()
         assert (event.kind, event.seq, event.body["target"], event.body["version"]) == ("edit", ack.seq, sent.seq, 2)
         assert event.body["body"] == {"text": "hello"}
+    # On the wire: each event once to every device but the one that sent it.
+    barrier = await rest_barrier(harness, DM, "bob", *wires.values())
+    assert wires["bob"].seqs(DM) == [sent.seq, ack.seq, barrier]
+    assert wires["laptop"].seqs(DM) == [sent.seq, ack.seq, barrier]
+    assert wires["phone"].seqs(DM) == [barrier]
     current = await _one(bob, DM, sent.seq)
     assert (current.body, current.version, current.edited_at) == ({"text": "hello"}, 2, ack.ts)
 
@@ -70,8 +77,8 @@ async def test_concurrent_edits_exactly_one_wins(harness: Harness) -> None:
     laptop = await harness.device("alice", "laptop")
     sent = await phone.send(DM, "draft")
     results = await asyncio.gather(
-        phone.edit(DM, sent.seq, "from the phone", base_version=1),
-        laptop.edit(DM, sent.seq, "from the laptop", base_version=1),
+        phone.edit(DM, sent.seq, "from the phone", base_version=1, attempts=1),
+        laptop.edit(DM, sent.seq, "from the laptop", base_version=1, attempts=1),
         return_exceptions=True,
     )
     wins = [r for r in results if not isinstance(r, BaseException)]
@@ -83,6 +90,7 @@ async def test_concurrent_edits_exactly_one_wins(harness: Harness) -> None:
     assert loss.detail["version"] == 2
     winner_text = loss.detail["body"]["text"]
     assert (await _one(phone, DM, sent.seq)).body["text"] == winner_text
+    assert (await phone.pull(DM)).max_seq == sent.seq + 1  # one edit event: the loser stored nothing
     # Resolving: the loser edits on top of the current version.
     ack = await (laptop if winner_text == "from the phone" else phone).edit(DM, sent.seq, "merged", base_version=2)
     assert ack.version == 3
@@ -102,11 +110,13 @@ async def test_recall_rules_and_marker(tmp_path: Path) -> None:
         fresh = await bob.send(conv, "secret")
         quoted = await alice.reply(conv, fresh.seq, "what secret?")
 
-        # Not the sender, not an admin: refused. Not a member: refused.
+        # Not the sender, not an admin: refused. Not a member: refused. Neither changes anything.
         carol = await harness.device("carol")
-        assert (await _error(carol.recall(conv, fresh.seq))).code == ErrorCode.FORBIDDEN
         dave = await harness.device("dave")
-        assert (await _error(dave.recall(conv, fresh.seq))).code == ErrorCode.FORBIDDEN
+        team = await Witness.open(harness, conv, ["alice", "bob", "carol"], others=["dave"])
+        await team.refused(ErrorCode.FORBIDDEN, carol.recall(conv, fresh.seq, attempts=1))
+        await team.refused(ErrorCode.FORBIDDEN, carol.delete(conv, fresh.seq, attempts=1))
+        await team.refused(ErrorCode.FORBIDDEN, dave.recall(conv, fresh.seq, attempts=1))
 
         ack = await bob.recall(conv, fresh.seq, opid="recall-1")
         again = await bob.recall(conv, fresh.seq, opid="recall-1")  # a retried op applies once
@@ -116,14 +126,16 @@ async def test_recall_rules_and_marker(tmp_path: Path) -> None:
         reply = await _one(carol, conv, quoted.seq)  # the quote no longer carries the text
         assert reply.body["reply_to"] == {"seq": fresh.seq, "msg_id": recalled.msg_id, "sender": "bob",
                                           "kind": "text", "state": "recalled"}  # fmt: skip
-        assert (await _error(bob.edit(conv, fresh.seq, "x", base_version=2))).code == ErrorCode.GONE
+        await team.barrier(skip_earlier=True)  # past the pushes of the recall
+        await team.refused(ErrorCode.GONE, bob.edit(conv, fresh.seq, "x", base_version=2, attempts=1))
         late_reply = await alice.reply(conv, fresh.seq, "too late")
         assert (await _one(alice, conv, late_reply.seq)).body["reply_to"]["state"] == "recalled"
 
         await asyncio.sleep(1.2)  # past the sender's window
-        err = await _error(bob.recall(conv, old.seq))
-        assert err.code == ErrorCode.FORBIDDEN
+        await team.barrier(skip_earlier=True)
+        err = await team.refused(ErrorCode.FORBIDDEN, bob.recall(conv, old.seq, attempts=1))
         assert "window" in err.message
+        await team.refused(ErrorCode.FORBIDDEN, bob.delete(conv, old.seq, attempts=1))
         deleted = await alice.delete(conv, old.seq)  # the owner may at any time
         assert (await _one(bob, conv, old.seq)).state == "deleted"
         assert deleted.version == 2
@@ -142,7 +154,9 @@ async def test_reactions_counts_and_who(harness: Harness) -> None:
     await bob.react(conv, sent.seq, "👍")
     await carol.react(conv, sent.seq, "👍")
     await carol.react(conv, sent.seq, "🍕")
-    assert (await _error(bob.react(conv, sent.seq, "👍"))).code == ErrorCode.CONFLICT  # already reacted
+    fun = await Witness.open(harness, conv, ["alice", "bob", "carol"])
+    await fun.refused(ErrorCode.CONFLICT, bob.react(conv, sent.seq, "👍", attempts=1))  # already reacted
+    await fun.refused(ErrorCode.CONFLICT, bob.react(conv, sent.seq, "🍕", remove=True, attempts=1))  # never did
     event = await _next_kind(alice, "react")
     assert (event.sender, event.body["emoji"], event.body["target"]) == ("bob", "👍", sent.seq)
     await carol.react(conv, sent.seq, "🍕", remove=True)
@@ -170,6 +184,12 @@ async def test_delete_for_me_hides_on_my_devices_only(harness: Harness) -> None:
     tablet = await harness.device("alice", "tablet")
     [entry] = [c for c in await tablet.sync(0) if c.conv == DM]
     assert entry.hidden_seqs == [sent.seq]
+    # It was the last message: the list entry's last is the tombstone too (protocol.md §4), not the text.
+    assert entry.last is not None
+    assert (entry.last.seq, entry.last.state, entry.last.body) == (sent.seq, "hidden", {})
+    [theirs] = [c for c in await bob.sync(0) if c.conv == DM]
+    assert theirs.last is not None
+    assert (theirs.last.state, theirs.last.body) == ("", {"text": "embarrassing"})
 
 
 async def test_forward_single_and_merged(harness: Harness) -> None:
@@ -187,18 +207,22 @@ async def test_forward_single_and_merged(harness: Harness) -> None:
     assert m.body["title"] == "from bob"
     assert [(i["sender"], i["kind"]) for i in m.body["items"]] == [("bob", "text"), ("bob", "image")]
     # Only into a conversation the user belongs to; only messages the user can read.
-    assert (await _error(alice.forward(DM, [a.seq], "d:bob:carol"))).code == ErrorCode.FORBIDDEN
-    assert (await _error(alice.forward(DM, [999], "d:alice:carol"))).code == ErrorCode.NOT_FOUND
+    bob_carol = await Witness.open(harness, "d:bob:carol", ["bob", "carol"], others=["alice"])
+    await bob_carol.refused(ErrorCode.FORBIDDEN, alice.forward(DM, [a.seq], "d:bob:carol", attempts=1))
+    alice_carol = await Witness.open(harness, "d:alice:carol", ["alice", "carol"])
+    await alice_carol.refused(ErrorCode.NOT_FOUND, alice.forward(DM, [999], "d:alice:carol", attempts=1))
     # Forged server-only fields are refused.
-    forged = alice.send("d:alice:carol", body={"text": "x", "forwarded": {"sender": "ceo"}})
-    assert (await _error(forged)).code == ErrorCode.INVALID
-    assert (await _error(alice.send(DM, body={"title": "", "items": []}, kind="merged"))).code == ErrorCode.INVALID
+    forged = alice.send("d:alice:carol", body={"text": "x", "forwarded": {"sender": "ceo"}}, attempts=1)
+    await alice_carol.refused(ErrorCode.INVALID, forged)
+    merged = alice.send("d:alice:carol", body={"title": "", "items": []}, kind="merged", attempts=1)
+    await alice_carol.refused(ErrorCode.INVALID, merged)
 
 
 async def test_offline_device_converges_after_catch_up(harness: Harness) -> None:
     await _members(harness, "alice", "bob")
     alice = await harness.device("alice")
-    bob = await harness.device("bob", echo_own=True)
+    wire = Wire()
+    bob = await harness.device("bob", echo_own=True, on_frame=wire)
     x = await alice.send(DM, "one")
     y = await alice.send(DM, "two")
     await bob.next_message()
@@ -215,6 +239,12 @@ async def test_offline_device_converges_after_catch_up(harness: Harness) -> None
     assert pulled[0].body == {"text": "one (edited)"}
     assert pulled[0].reactions == {"🎉": ["alice"]}
     assert pulled[1].state == "recalled"
+    # On the wire: every push once and in seq order (the reconnect may come before some of the operations,
+    # which are then pushed), and what bob missed was pulled, not pushed again.
+    barrier = await rest_barrier(harness, DM, "alice", wire)
+    pushed = wire.seqs(DM)
+    assert pushed == sorted(set(pushed))
+    assert (pushed[:2], pushed[-1]) == ([x.seq, y.seq], barrier)
 
 
 async def test_pull_below_cleared_history_is_an_explicit_error(harness: Harness) -> None:

@@ -10,6 +10,7 @@ from flare_im.protocol.codec import Encoding
 from flare_im.protocol.errors import ErrorCode, FlareError
 
 from .conftest import Harness
+from .witness import Wire, Witness, rest_barrier
 
 DM = "d:alice:bob"
 
@@ -17,8 +18,9 @@ DM = "d:alice:bob"
 async def test_direct_both_directions(harness: Harness) -> None:
     await harness.user("alice")
     await harness.user("bob")
-    alice = await harness.device("alice")
-    bob = await harness.device("bob", encoding=Encoding.MSGPACK)
+    wires = {"alice": Wire(), "bob": Wire()}
+    alice = await harness.device("alice", on_frame=wires["alice"])
+    bob = await harness.device("bob", encoding=Encoding.MSGPACK, on_frame=wires["bob"])
 
     ack1 = await alice.send(DM, "hi bob")
     got = await bob.next_message()
@@ -29,10 +31,11 @@ async def test_direct_both_directions(harness: Harness) -> None:
     assert (got.seq, got.sender, got.body["text"]) == (ack2.seq, "bob", "hi alice")
     assert (ack1.seq, ack2.seq) == (1, 2)
     assert int(ack2.msg_id) > int(ack1.msg_id)
-    # The sending device gets the ack, not a push of its own message.
-    await asyncio.sleep(0.2)
-    assert alice.pending_messages() == 0
-    assert bob.pending_messages() == 0
+    # Counted on the wire: each message pushed once, and the sending device gets the ack, not a push of its own
+    # message. A REST send reaches every device of both users, after anything pushed before it.
+    barrier = await rest_barrier(harness, DM, "alice", *wires.values())
+    assert wires["bob"].seqs(DM) == [ack1.seq, barrier]
+    assert wires["alice"].seqs(DM) == [ack2.seq, barrier]
 
 
 async def test_group_of_five_with_two_devices(harness: Harness) -> None:
@@ -42,8 +45,9 @@ async def test_group_of_five_with_two_devices(harness: Harness) -> None:
     group = await harness.rest("u1").create_group("five", names[1:])
     conv = group["conv"]
     assert group["member_count"] == 5
-    devices = {n: await harness.device(n) for n in names}
-    second = await harness.device("u2", "tablet")
+    wires = {n: Wire() for n in [*names, "tablet"]}
+    devices = {n: await harness.device(n, on_frame=wires[n]) for n in names}
+    second = await harness.device("u2", "tablet", on_frame=wires["tablet"])
     # The group-created notice reaches every device already online? They connected after it: pull it.
     for n in names:
         await devices[n].catch_up()
@@ -59,18 +63,17 @@ async def test_group_of_five_with_two_devices(harness: Harness) -> None:
         assert (m.conv, m.seq, m.sender, m.body["text"]) == (conv, ack.seq, "u2", "hello group")
     mine = await second.next_message()  # the sender's other device gets it too
     assert mine.seq == ack.seq
-    await asyncio.sleep(0.2)
-    assert devices["u2"].pending_messages() == 0
+    # On the wire: once to every device but the sending one.
+    barrier = await rest_barrier(harness, conv, "u1", *wires.values())
+    for n, wire in wires.items():
+        assert wire.seqs(conv) == ([barrier] if n == "u2" else [ack.seq, barrier]), n
 
-    # A non-member cannot send or read.
+    # A non-member cannot send or read, and its attempt changes nothing.
     await harness.user("outsider")
     outsider = await harness.device("outsider")
-    with pytest.raises(FlareError) as err:
-        await outsider.send(conv, "let me in")
-    assert err.value.code == ErrorCode.FORBIDDEN
-    with pytest.raises(FlareError) as err:
-        await outsider.pull(conv)
-    assert err.value.code == ErrorCode.FORBIDDEN
+    group_view = await Witness.open(harness, conv, names, others=["outsider"])
+    await group_view.refused(ErrorCode.FORBIDDEN, outsider.send(conv, "let me in", attempts=1))
+    await group_view.refused(ErrorCode.FORBIDDEN, outsider.pull(conv))
 
 
 async def test_offline_user_syncs_exactly_the_missed_messages(harness: Harness) -> None:
@@ -101,8 +104,9 @@ async def test_catch_up_after_reconnect_yields_each_missed_message_once(harness:
     await harness.user("alice")
     await harness.user("bob")
     alice = await harness.device("alice")
-    bob = await harness.device("bob")
-    await alice.send(DM, "m0")
+    wire = Wire()
+    bob = await harness.device("bob", on_frame=wire)
+    first = await alice.send(DM, "m0")
     await bob.next_message()
     bob.reconnect = False
     bob.drop_connection()
@@ -113,8 +117,10 @@ async def test_catch_up_after_reconnect_yields_each_missed_message_once(harness:
     await bob.catch_up()
     got = [await bob.next_message() for _ in range(5)]
     assert [m.body["text"] for m in got] == [f"m{i}" for i in range(1, 6)]
-    await asyncio.sleep(0.2)
-    assert bob.pending_messages() == 0
+    # On the wire: the missed messages came from the pull, none was pushed again after the reconnect.
+    barrier = await rest_barrier(harness, DM, "alice", wire)
+    assert wire.seqs(DM) == [first.seq, barrier]
+    assert (await bob.next_message()).seq == barrier  # and the stream yielded each missed message once
 
 
 async def test_unread_counts_and_read_receipts(harness: Harness) -> None:
@@ -159,8 +165,10 @@ async def test_unread_counts_and_read_receipts(harness: Harness) -> None:
 async def test_idempotent_retry_returns_original_ack(harness: Harness) -> None:
     await harness.user("alice")
     await harness.user("bob")
+    alice_wire, bob_wire = Wire(), Wire()
+    alice_tablet = await harness.device("alice", "tablet", on_frame=alice_wire)
     alice = await harness.device("alice")
-    bob = await harness.device("bob")
+    bob = await harness.device("bob", on_frame=bob_wire)
     first = await alice.send(DM, "once", cmid="client-42")
     again = await alice.send(DM, "once", cmid="client-42")
     assert (again.seq, again.msg_id, again.duplicate) == (first.seq, first.msg_id, True)
@@ -169,9 +177,12 @@ async def test_idempotent_retry_returns_original_ack(harness: Harness) -> None:
     http = await harness.rest("alice").send(DM, "client-42", {"text": "once"})
     assert (http["seq"], http["duplicate"]) == (first.seq, True)
     assert [m.seq for m in await bob.history(DM)] == [first.seq]
-    await bob.next_message()
-    await asyncio.sleep(0.2)
-    assert bob.pending_messages() == 0  # pushed once
+    # Pushed once, counted on the wire (the SDK's stream would hide a repeat): to bob, and to alice's other
+    # device, which the HTTP retry would reach too if it were stored again.
+    barrier = await rest_barrier(harness, DM, "bob", alice_wire, bob_wire)
+    assert bob_wire.seqs(DM) == [first.seq, barrier]
+    assert alice_wire.seqs(DM) == [first.seq, barrier]
+    assert alice_tablet.local_max_seq(DM) == barrier
 
 
 async def test_concurrent_senders_get_distinct_consecutive_seqs(harness: Harness) -> None:

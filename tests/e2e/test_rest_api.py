@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
@@ -10,6 +12,7 @@ from flare_im.sdk.client import FlareClient
 from flare_im.sdk.rest import RestClient
 
 from .conftest import Harness, ServerProcess
+from .witness import Witness
 
 
 async def test_register_login_refresh_and_profile(server: ServerProcess) -> None:
@@ -40,12 +43,16 @@ async def test_register_login_refresh_and_profile(server: ServerProcess) -> None
         with pytest.raises(FlareError) as err:  # refresh tokens are single-use
             await rest.refresh(login["refresh_token"])
         assert err.value.code == ErrorCode.UNAUTHORIZED
+        with pytest.raises(FlareError) as err:  # and the reuse revoked the session, refreshed tokens included
+            await rest.me()
+        assert err.value.code == ErrorCode.UNAUTHORIZED
+        relogin = await rest.login("carol", "correct horse")
 
         updated = await rest.request("PATCH", "/v1/me", json={"display_name": "Carol C.", "avatar": "https://a/b.png"})
         assert (updated["display_name"], updated["avatar"]) == ("Carol C.", "https://a/b.png")
 
         # The token from login works on the WebSocket too.
-        client = FlareClient(server.ws_url, refreshed["access_token"], "web")
+        client = FlareClient(server.ws_url, relogin["access_token"], "web")
         ok = await client.connect()
         assert ok.user == "carol"
         await client.close()
@@ -115,12 +122,14 @@ async def test_profiles_groups_and_history(harness: Harness) -> None:
     assert err.value.code == ErrorCode.NOT_FOUND
 
     await owner.request("PUT", "/v1/groups/team/members/adm/role", json={"role": "admin"})
-    with pytest.raises(FlareError) as err:  # only the owner sets roles
-        await adm.request("PUT", "/v1/groups/team/members/mem/role", json={"role": "admin"})
-    assert err.value.code == ErrorCode.FORBIDDEN
-    with pytest.raises(FlareError) as err:  # members cannot add
-        await mem.add_members("team", ["other"])
-    assert err.value.code == ErrorCode.FORBIDDEN
+    # Refused changes change nothing: no notice in the log, no push, every list as it was.
+    team = await Witness.open(harness, "g:team", ["adm", "owner", "mem"], others=["other"])
+    only_owner = adm.request("PUT", "/v1/groups/team/members/mem/role", json={"role": "admin"})
+    await team.refused(ErrorCode.FORBIDDEN, only_owner)  # only the owner sets roles
+    await team.refused(ErrorCode.FORBIDDEN, mem.add_members("team", ["other"]))  # members cannot add
+    await team.refused(ErrorCode.FORBIDDEN, mem.update_group("team", name="mine"))  # nor rename
+    await team.refused(ErrorCode.FORBIDDEN, mem.remove_member("team", "adm"))  # nor remove
+    await team.refused(ErrorCode.NOT_FOUND, adm.add_members("team", ["ghost"]))
     assert await adm.add_members("team", ["other", "mem"]) == ["other"]
     renamed = await adm.request("PATCH", "/v1/groups/team", json={"name": "Team 2"})
     assert renamed["name"] == "Team 2"
@@ -134,13 +143,12 @@ async def test_profiles_groups_and_history(harness: Harness) -> None:
         "other": "member",
     }
 
-    with pytest.raises(FlareError) as err:  # an admin cannot remove the owner
-        await adm.remove_member("team", "owner")
-    assert err.value.code == ErrorCode.FORBIDDEN
+    await team.barrier(skip_earlier=True)  # past the pushes of the changes above
+    await team.refused(ErrorCode.FORBIDDEN, adm.remove_member("team", "owner"))  # an admin cannot remove the owner
     await adm.remove_member("team", "other")
-    with pytest.raises(FlareError) as err:
-        await harness.rest("other").history("g:team")
-    assert err.value.code == ErrorCode.FORBIDDEN
+    await team.barrier(skip_earlier=True)
+    await team.refused(ErrorCode.FORBIDDEN, harness.rest("other").history("g:team"))
+    await team.refused(ErrorCode.FORBIDDEN, harness.rest("other").send("g:team", "c-back", {"text": "let me back"}))
 
     await owner.leave_group("team")  # ownership passes to the admin
     members = await mem.request("GET", "/v1/groups/team/members")
@@ -192,3 +200,34 @@ async def test_service_endpoints_and_error_shape(server: ServerProcess) -> None:
         assert resp.json()["error"]["name"] == "bad_request"
         resp = await http.post("/v1/auth/login", json={"username": 5})
         assert resp.status_code == 422
+
+
+@pytest.mark.parametrize("how", ["removed", "left"])
+async def test_the_notice_of_a_departure_comes_after_it_is_recorded(harness: Harness, how: str) -> None:
+    """A client that syncs the moment the member_removed/member_left notice reaches it finds itself gone (the
+    notice used to be stored before the removal, and a quick client still read itself as a member)."""
+    for uid in ("boss", "leaver"):
+        await harness.user(uid)
+    await harness.rest("boss").create_group("exit", ["leaver"], group_id="exit")
+    leaver = await harness.device("leaver")
+    await leaver.catch_up()  # holds the group's history so far: the notice is next in order
+    seen: list[tuple[str, bool]] = []
+
+    async def on_notice() -> None:
+        message = await leaver.next_message()
+        while message.body.get("event") not in ("member_removed", "member_left"):
+            message = await leaver.next_message()
+        # at once, before anything else: the list and the REST view both say it is over
+        [entry] = [c for c in await leaver.sync(since=0) if c.conv == "g:exit"]
+        seen.append((str(message.body["event"]), entry.left))
+
+    watcher = asyncio.create_task(on_notice())
+    if how == "removed":
+        await harness.rest("boss").remove_member("exit", "leaver")
+    else:
+        await harness.rest("leaver").leave_group("exit")
+    await asyncio.wait_for(watcher, 10)
+    assert seen == [("member_removed" if how == "removed" else "member_left", True)]
+    with pytest.raises(FlareError) as refused:
+        await harness.rest("leaver").history("g:exit")
+    assert refused.value.code == ErrorCode.FORBIDDEN

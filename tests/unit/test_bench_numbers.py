@@ -7,11 +7,13 @@ import os
 import struct
 import time
 from array import array
+from pathlib import Path
 
 import pytest
 
-from flare_im.benchmark.load import Endpoint, WorkerResult
+from flare_im.benchmark.load import Endpoint, WorkerPlan, WorkerResult, _match, tick_count
 from flare_im.benchmark.runner import LoadOptions, _load_report, _merge, _split
+from flare_im.benchmark.soak import Trend, data_files, format_row, header
 from flare_im.benchmark.stats import LatencySummary, ProcSample, cpu_percent, percentile, rate, sample_process
 from flare_im.gateway.output import OutputBatcher, ws_frame
 
@@ -91,29 +93,87 @@ def test_ws_frame_headers(size: int, header: bytes) -> None:
 class _FakeTransport:
     def __init__(self) -> None:
         self.writes: list[bytes] = []
-        self.closing = False
 
     def write(self, data: bytes) -> None:
         self.writes.append(data)
-
-    def is_closing(self) -> bool:
-        return self.closing
 
 
 async def test_output_batcher_writes_once_per_connection_per_iteration() -> None:
     out = OutputBatcher()
     a, b = _FakeTransport(), _FakeTransport()
-    after: list[str] = []
-    out.queue(a, b"1", lambda: after.append("a"))  # type: ignore[arg-type]
-    out.queue(b, b"2", lambda: after.append("b"))  # type: ignore[arg-type]
-    out.queue(a, b"3", lambda: after.append("a"))  # type: ignore[arg-type]
+    out.queue(a, b"1", a.write)  # type: ignore[arg-type]
+    out.queue(b, b"2", b.write)  # type: ignore[arg-type]
+    out.queue(a, b"3", a.write)  # type: ignore[arg-type]
     assert a.writes == []
     assert b.writes == []
     await asyncio.sleep(0)
     assert (a.writes, b.writes) == ([b"13"], [b"2"])
-    assert sorted(after) == ["a", "b"]
-    out.queue(a, b"4", lambda: None)  # type: ignore[arg-type]
+    out.queue(a, b"4", a.write)  # type: ignore[arg-type]
     out.flush_one(a)  # before a close frame
     assert a.writes[-1] == b"4"
     await asyncio.sleep(0)
     assert a.writes == [b"13", b"4"]
+
+
+def test_loss_keys_pair_acks_and_deliveries_in_either_order() -> None:
+    acks: set[tuple[str, int]] = set()
+    deliveries: set[tuple[str, int]] = set()
+    _match(("c", 1), deliveries, acks)  # acked first
+    _match(("c", 2), acks, deliveries)  # delivered first
+    assert (acks, deliveries) == ({("c", 1)}, {("c", 2)})
+    _match(("c", 1), acks, deliveries)
+    _match(("c", 2), deliveries, acks)
+    assert (acks, deliveries) == (set(), set())  # a long run keeps only what is in flight
+
+
+def test_tick_count_covers_the_window() -> None:
+    plan = WorkerPlan(protocol="flare", url="", endpoints=[], duration_s=300.0, tick_s=30.0)
+    assert tick_count(plan) == 10
+    plan.duration_s = 10.0
+    plan.tick_s = 3.0
+    assert tick_count(plan) == 4  # 3, 6, 9 and the window's end
+    plan.duration_s = 0.0
+    assert tick_count(plan) == 1
+
+
+def _tick(n: int, delivered: int, acked: int, latencies_ms: list[int]) -> tuple[object, ...]:
+    return ("tick", n, delivered, acked, 0, array("q", [ms * 1_000_000 for ms in latencies_ms]))
+
+
+def test_soak_trend_rows_and_first_and_last_minute(tmp_path: Path) -> None:
+    (tmp_path / "flare.db").write_bytes(b"x" * 100)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "other.db-wal").write_bytes(b"y" * 7)
+    lines: list[str] = []
+    trend = Trend(30.0, 150.0, str(tmp_path), lines.append)
+    samples = [ProcSample(cpu_s=10.0 * i, rss_bytes=(100 + i) * 2**20, at_s=30.0 * i) for i in range(6)]
+    # Two workers; counts are cumulative over the window, latencies only those of the tick.
+    per_tick = [([1, 2], [3]), ([4], [5]), ([6], [7]), ([8], [9]), ([10], [20])]
+    for i, (lat_a, lat_b) in enumerate(per_tick, start=1):
+        trend.add([_tick(i, 300 * i, 310 * i, lat_a), _tick(i, 600 * i, 600 * i, lat_b)], samples[i - 1], samples[i])
+    assert [r.t_s for r in trend.rows] == [30.0, 60.0, 90.0, 120.0, 150.0]
+    first = trend.rows[0]
+    assert (first.delivered_per_s, first.acked_per_s, first.p50_ms, first.p99_ms) == (30.0, 30.3, 2.0, 3.0)
+    assert (first.cpu_percent, first.rss_mb) == (pytest.approx(33.3), 101.0)
+    assert first.files == {"flare.db": 100, "sub/other.db-wal": 7}
+    assert len(lines) == 6  # a header, then one line per tick
+    assert lines[0] == header()
+    assert lines[1] == format_row(first)
+    summary = trend.summary()
+    assert summary["first_minute"] == {
+        "from_s": 0.0,
+        "to_s": 60.0,
+        "delivered_per_s": 30.0,
+        "p50_ms": 3.0,
+        "p99_ms": 5.0,
+        "cpu_percent": pytest.approx(33.3),
+    }
+    assert (summary["last_minute"]["from_s"], summary["last_minute"]["to_s"]) == (90.0, 150.0)
+    assert summary["last_minute"]["p99_ms"] == 20.0
+    assert summary["last_to_first"] == {"p99": 4.0, "cpu": 1.0}
+    assert summary["rss_mb"] == {"first": 101.0, "last": 105.0}
+    assert len(summary["trend"]) == 5
+
+
+def test_data_files_of_no_directory() -> None:
+    assert data_files(None) == {}

@@ -4,6 +4,7 @@ table and node bus (the same contract as Redis, tested in tests/contract)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import msgspec
@@ -24,7 +25,7 @@ class FakePeer:
     encoding: Encoding = Encoding.JSON
     frames: list[dict[str, object]] = field(default_factory=list)
 
-    def push_framed(self, frame: bytes) -> None:
+    def push_framed(self, frame: bytes, bulk: bool = False) -> None:
         # A server-to-client WebSocket frame: 2-byte header (payloads here are < 126 bytes) or 4 bytes.
         length = frame[1] & 0x7F
         payload = frame[2:] if length < 126 else frame[4:]
@@ -46,6 +47,13 @@ async def _node(name: str, state: MemoryRouteState, broker: MemoryBroker) -> Clu
 async def _settle() -> None:
     for _ in range(20):
         await asyncio.sleep(0)
+
+
+async def _until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """Wait for what a timer (heartbeat, presence debounce) does: as long as a busy machine needs."""
+    async with asyncio.timeout(timeout_s):
+        while not condition():  # noqa: ASYNC110 - the condition reads plain state a timer task changes
+            await asyncio.sleep(0.01)
 
 
 async def test_a_message_reaches_devices_on_every_node_once() -> None:
@@ -90,7 +98,7 @@ async def test_routes_follow_disconnects_and_heartbeats_rebuild_them() -> None:
         b.hub.register(bob)
         await _settle()
         state.routes.clear()  # the table lost its routes (Redis restarted empty)
-        await asyncio.sleep(0.12)  # a heartbeat re-sends node b's list
+        await _until(lambda: "bob" in state.routes)  # a heartbeat re-sends node b's list
         a.deliver_message(["bob"], Message("g:x", 2, "2", "carl", "c2", "text", {"text": "y"}, 1), skip=None)
         await _settle()
         assert [f["seq"] for f in bob.frames] == [2]
@@ -132,13 +140,39 @@ async def test_presence_spans_the_nodes() -> None:
         assert watcher.states == []  # still online on node a: nobody is told otherwise
         a.hub.unregister(laptop)
         presence["a"].disconnected("bob")
-        await asyncio.sleep(0.1)
+        await _until(lambda: bool(watcher.states))  # after the debounce
         await _settle()
         assert watcher.states == [("bob", False)]
         other = FakeWatcher()
         [seen] = await presence["b"].subscribe_current(other, ["bob"])
         assert not seen.online
         assert seen.last_seen > 0  # node b learnt it from node a's announcement
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_broadcast_notices_go_to_other_nodes_after_the_frames_queued_with_them() -> None:
+    """The outbox's bulk lane (services/priority.py): notices queued first, a call queued after them in the same
+    loop turn, and the call is published to the other node first; the notices follow in their order."""
+    state, broker = MemoryRouteState(), MemoryBroker()
+    a, b = await _node("a", state, broker), await _node("b", state, broker)
+    try:
+        bob = FakePeer("bob", "p")
+        b.hub.register(bob)
+        await _settle()
+        for i in range(1, 4):
+            notice = Message("d:bob:system", i, str(i), "system", f"bc:b{i}:bob", "system", {"text": "n"}, 1)
+            a.deliver_message(["bob"], notice, skip=None)
+        call = Message("d:alice:bob", 1, "9", "alice", "c", "custom", {"data": {"type": "call"}}, 1)
+        a.deliver_message(["bob"], call, skip=None)
+        await _until(lambda: len(bob.frames) == 4)
+        assert [(f["conv"], f["seq"]) for f in bob.frames] == [
+            ("d:alice:bob", 1),
+            ("d:bob:system", 1),
+            ("d:bob:system", 2),
+            ("d:bob:system", 3),
+        ]
     finally:
         await a.close()
         await b.close()

@@ -15,6 +15,7 @@ from flare_im.protocol.frames import (
     Ack,
     Auth,
     AuthOk,
+    BlockList,
     ClientFrame,
     Convs,
     ConvSettings,
@@ -23,9 +24,11 @@ from flare_im.protocol.frames import (
     Error,
     Forward,
     Hidden,
+    JoinRequestFrame,
     Kick,
     Message,
     Messages,
+    NotifySettingsFrame,
     Ok,
     Op,
     Ping,
@@ -92,6 +95,8 @@ CLIENT_FRAMES: list[Any] = [
 ]
 
 SERVER_FRAMES: list[Any] = [
+    BlockList(users=["mallory", "spammer"], version=7),
+    JoinRequestFrame(group_id="team", user="carol", state="pending", created_at=1_700_000_000_000, note="hi"),
     AuthOk(id=1, user="alice", device="phone-1", session="s-1", server_ts=1_700_000_000_000, heartbeat_s=25.0),
     AuthOk(id=1, user="alice", device="d", session="s", server_ts=1, heartbeat_s=0.5, protocol=2),
     Ack(id=3, conv="g:team", seq=42, msg_id="123", ts=1_700_000_000_000),
@@ -158,6 +163,15 @@ SERVER_FRAMES: list[Any] = [
     ConvSettings(conv="g:team", version=1_800_000_000_000_000, pinned=True, draft="x", cleared_seq=3),
     ConvSettings(conv="g:team", version=7, muted=True, id=20),
     Hidden(conv="g:team", seqs=[3, 9], version=77, id=24),
+    NotifySettingsFrame(
+        mode="mentions",
+        mentions_break_mute=True,
+        preview=False,
+        quiet_start="22:00",
+        quiet_end="07:00",
+        timezone="Asia/Shanghai",
+        version=5,
+    ),
     Error(id=22, code=409, message="stale", detail={"version": 3, "body": {"text": "newer"}}),
     Ack(id=22, conv="g:team", seq=43, msg_id="124", ts=1, target=7, version=2),
 ]
@@ -540,7 +554,7 @@ def test_encoding_from_name() -> None:
 
 
 def test_flare_error_retryable_follows_the_code() -> None:
-    assert {ErrorCode.RATE_LIMITED, ErrorCode.INTERNAL, ErrorCode.UNAVAILABLE} == RETRYABLE
+    assert {ErrorCode.REQUEST_TIMEOUT, ErrorCode.RATE_LIMITED, ErrorCode.INTERNAL, ErrorCode.UNAVAILABLE} == RETRYABLE
     for code in ErrorCode:
         assert FlareError(code, "m").retryable is (code in RETRYABLE)
     assert FlareError(ErrorCode.BAD_REQUEST, "m", retryable=True).retryable is True

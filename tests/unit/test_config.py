@@ -101,8 +101,24 @@ def test_every_field_has_an_env_variable() -> None:
         if f.name == "sqlite_synchronous":
             continue
         raw, value = samples[str(f.type)]
-        if f.name in ("roles", "message_store_url"):  # values the settings check
-            raw = value = {"roles": "gateway", "message_store_url": "chdb:///tmp/x"}[f.name]
+        checked = {
+            "roles": "gateway",
+            "message_store_url": "chdb:///tmp/x",
+            "registration": "invite",
+            "trusted_proxies": "10.0.0.0/8",
+            "connection_limit_exempt": "192.168.0.0/16",
+            "object_store_url": "file:///tmp/x",
+            "media_thumb_format": "jpeg",
+            "otel_endpoint": "http://127.0.0.1:4318",
+            # files that must exist (this one stands in for the certificates, the keys and the CA)
+            "tls_cert": __file__,
+            "tls_key": __file__,
+            "grpc_tls_cert": __file__,
+            "grpc_tls_key": __file__,
+            "grpc_client_ca": __file__,
+        }
+        if f.name in checked:  # values the settings check
+            raw = value = checked[f.name]
         env[f"FLARE_{f.name.upper()}"] = raw
         expected[f.name] = value
     env["FLARE_NOT_A_SETTING"] = "ignored"

@@ -55,6 +55,11 @@ def test_longest_word_is_masked_first() -> None:
         (FilterRule("r", "x" * 513, "word", "block"), "pattern must be"),
         (FilterRule("r", "(unclosed", "regex", "block"), "not a valid regular expression"),
         (FilterRule("r", "a*", "regex", "mask"), "must not match the empty text"),
+        # RE2 has no backtracking features: refused when written, never a surprise on the send path.
+        (FilterRule("r", r"(a)\1", "regex", "block"), "no backreferences or lookaround"),
+        (FilterRule("r", r"foo(?=bar)", "regex", "block"), "no backreferences or lookaround"),
+        (FilterRule("r", r"(?<!x)y", "regex", "block"), "no backreferences or lookaround"),
+        (FilterRule("r", "a{1000}{1000}", "regex", "block"), "not a valid regular expression"),
     ],
 )
 def test_bad_rules_are_refused(rule: FilterRule, message: str) -> None:
@@ -128,13 +133,47 @@ async def test_another_node_sees_changes_after_its_refresh(store: SqliteRelation
     there.start()
     try:
         await here.put_rule(None, pattern="blocked", match="word", action="block")
-        for _ in range(100):
-            try:
-                there.screen({"text": "blocked"})
-            except FlareError:
-                break
-            await asyncio.sleep(0.02)
-        else:
-            pytest.fail("the other node never applied the new rule")
+        async with asyncio.timeout(10):  # refreshes every 50 ms; a busy machine may take longer
+            while True:
+                try:
+                    there.screen({"text": "blocked"})
+                except FlareError:
+                    break
+                await asyncio.sleep(0.02)
     finally:
         await there.close()
+
+
+async def test_a_refused_regex_changes_no_rule(store: SqliteRelational) -> None:
+    f = ContentFilter(store)
+    await f.put_rule("keep", pattern="spam", match="word", action="block")
+    before = (await f.rules(), await store.filter_rules_revision())
+    with pytest.raises(FlareError) as err:
+        await f.put_rule("keep", pattern=r"(sp)am\1", match="regex", action="block")
+    assert err.value.code == ErrorCode.INVALID
+    assert (await f.rules(), await store.filter_rules_revision()) == before
+
+
+async def test_a_catastrophic_pattern_runs_in_linear_time(store: SqliteRelational) -> None:
+    """``(x+x+)+y`` on 40 x's takes Python's backtracking engine about 2^40 steps; RE2 answers at once. The
+    screen runs in a thread so that a backtracking engine fails the test by the deadline instead of hanging."""
+    f = ContentFilter(store)
+    await f.put_rule(None, pattern=r"(x+x+)+y", match="regex", action="mask")
+    await f.put_rule(None, pattern=r"^(a|aa)+$", match="regex", action="block")
+    text = "x" * 40 + " " + "a" * 40 + "!"
+    screened = await asyncio.wait_for(asyncio.to_thread(f.screen, {"text": text}), timeout=10)
+    assert screened == {"text": text}  # neither pattern matches
+    masked = await asyncio.wait_for(asyncio.to_thread(f.screen, {"text": "xxxy and more"}), timeout=10)
+    assert masked == {"text": "**** and more"}
+
+
+async def test_words_nested_past_the_recursion_limit_still_match(store: SqliteRelational) -> None:
+    """512 words that are prefixes of one another nest the trie 512 deep, past what Python's regex parser
+    recurses: the filter falls back to a flat alternation and masks the same way (was a failed reload)."""
+    f = ContentFilter(store)
+    for i in range(1, 513):  # straight into the store, then one reload (put_rule reloads after each)
+        await store.put_filter_rule(FilterRule(f"w{i}", "z" * i, "word", "mask", True, "", 1, 1))
+    await f.reload()
+    assert len(await f.rules()) == 512
+    assert f.screen({"text": "a zzz b " + "z" * 600}) == {"text": "a *** b " + "*" * 600}
+    assert f.screen({"text": "Zz!"}) == {"text": "**!"}

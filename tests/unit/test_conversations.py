@@ -3,10 +3,10 @@ and member counts of many conversations at once."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
+from tests.clock import ManualClock
 
 from flare_im.backends.relational.base import Member
 from flare_im.backends.relational.sqlite import SqliteRelational
@@ -24,14 +24,23 @@ from flare_im.services.conversations import (
 )
 
 
-@pytest.mark.parametrize("value", ["a", "alice", "Bob_2", "a.b-c@d", "x" * 64, "0", "_", "@", "-"])
+@pytest.mark.parametrize("value", ["a", "alice", "bob_2", "a.b-c@d", "x" * 64, "0", "_", "@", "-"])
 def test_check_id_accepts(value: str) -> None:
     assert check_id(value, "user id") == value
 
 
 @pytest.mark.parametrize(
+    ("value", "normal"),
+    [("Alice", "alice"), ("BOB_2", "bob_2"), ("\uff21lice", "alice"), ("\u212a", "k"), ("Stra\u00dfe", "strasse")],
+    ids=repr,
+)
+def test_check_id_normalises(value: str, normal: str) -> None:
+    assert check_id(value, "user id") == normal
+
+
+@pytest.mark.parametrize(
     "value",
-    ["", "x" * 65, "a b", "a:b", "a/b", "ä", "a\tb", "a\nb", "\nabc", "a,b", "a+b", "<script>"],
+    ["", "x" * 65, "a b", "a:b", "a/b", "ä", "a\tb", "a\nb", "\nabc", "a,b", "a+b", "<script>", "a\u202eb", "A" * 300],
     ids=repr,
 )
 def test_check_id_rejects(value: str) -> None:
@@ -55,7 +64,7 @@ def test_parse_conv_rejects_a_trailing_newline(conv: str) -> None:
 def test_direct_conv_sorts_the_two_ids() -> None:
     assert direct_conv("alice", "bob") == "d:alice:bob"
     assert direct_conv("bob", "alice") == "d:alice:bob"
-    assert direct_conv("B", "a") == "d:B:a"  # byte order: upper case sorts first
+    assert direct_conv("B", "a") == "d:a:b"  # ids in normal form, then sorted
 
 
 def test_group_conv() -> None:
@@ -103,13 +112,22 @@ def test_parse_conv_rejects(conv: str) -> None:
     assert info.value.code is ErrorCode.INVALID
 
 
+@pytest.mark.parametrize(
+    ("conv", "normal"), [("d:Alice:bob", "d:alice:bob"), ("d:bob:ALICE", "d:alice:bob"), ("g:Team", "g:team")]
+)
+def test_a_conv_id_not_in_normal_form_is_refused_with_the_one_to_use(conv: str, normal: str) -> None:
+    with pytest.raises(FlareError, match=f"use '{normal}'") as info:
+        parse_conv(conv)
+    assert info.value.code is ErrorCode.INVALID
+
+
 def test_unsorted_direct_id_error_says_why() -> None:
     with pytest.raises(FlareError, match="sorted"):
         parse_conv("d:bob:alice")
 
 
 def test_direct_conv_round_trips_through_parse_conv() -> None:
-    for a, b in [("alice", "bob"), ("u1", "u10"), ("Z", "a"), ("x.y", "x-y")]:
+    for a, b in [("alice", "bob"), ("u1", "u10"), ("z", "a"), ("x.y", "x-y")]:
         ref = parse_conv(direct_conv(a, b))
         assert ref.kind == DIRECT
         assert set(ref.users) == {a, b}
@@ -122,13 +140,15 @@ async def test_member_counts_use_fresh_cache_and_one_query_for_the_rest(tmp_path
     try:
         await store.add_members([Member(conv="g:a", uid=u) for u in ("u1", "u2", "u3")])
         await store.add_members([Member(conv="g:b", uid="u1")])
-        service = ConversationService(store, store, group_cache_ttl_s=0.05)
+        clock = ManualClock()
+        service = ConversationService(store, store, group_cache_ttl_s=5.0, clock=clock)
         assert len(await service.members("g:a")) == 3  # now cached
         await store.add_members([Member(conv="g:a", uid="u4")])  # as another node would
 
+        clock.advance(4.9)
         counts = await service.member_counts(["d:u1:u2", "g:a", "g:b", "g:gone"])
         assert counts == {"d:u1:u2": 2, "g:a": 3, "g:b": 1, "g:gone": 0}  # g:a from the fresh cache
-        await asyncio.sleep(0.06)
+        clock.advance(0.2)
         assert (await service.member_counts(["g:a"]))["g:a"] == 4  # stale cache: read again
     finally:
         await db.close()

@@ -7,6 +7,7 @@ import asyncio
 from types import SimpleNamespace
 
 import pytest
+from tests.clock import ManualClock
 
 from flare_im.backends.idempotency.base import CLAIMED, RECLAIMED
 from flare_im.backends.idempotency.memory import MemoryIdempotencyState, MemoryIdempotencyStore
@@ -134,6 +135,13 @@ def test_filters_grow_when_full(clock: FakeMonotonic) -> None:
     assert misses < 5000 * 0.1
 
 
+async def until_vouched(store: MemoryIdempotencyStore, timeout_s: float = 10.0) -> None:
+    """Wait for the keeper (checking every 10 ms) to restore ``store``: as long as a busy machine needs."""
+    async with asyncio.timeout(timeout_s):
+        while not await store.vouched():  # noqa: ASYNC110 - the keeper restores it from its own task
+            await asyncio.sleep(0.01)
+
+
 async def test_keeper_restores_a_store_that_lost_its_data() -> None:
     state = MemoryIdempotencyState()
     store = MemoryIdempotencyStore(state)
@@ -147,11 +155,7 @@ async def test_keeper_restores_a_store_that_lost_its_data() -> None:
     assert await store.reserve("alice", "m0", 60) == RECLAIMED  # a new store vouches for nothing yet
     keeper.start()
     try:
-        for _ in range(100):
-            if await store.vouched():
-                break
-            await asyncio.sleep(0.01)
-        assert await store.vouched()
+        await until_vouched(store)
         assert abs(asked[0][0] - (now_ms() - 300_000)) < 5_000  # the sends of the last window
         assert await store.reserve("alice", "m2", 60) == RECLAIMED  # restored from the log
         assert await store.reserve("alice", "m3", 60) == CLAIMED
@@ -160,24 +164,60 @@ async def test_keeper_restores_a_store_that_lost_its_data() -> None:
         assert len(asked) == calls  # vouched: the log is not read again
 
         state.clear()  # Redis restarted empty
-        for _ in range(100):
-            if await store.vouched():
-                break
-            await asyncio.sleep(0.01)
-        assert await store.vouched()
+        await until_vouched(store)
         assert len(asked) == calls + 1
     finally:
         await keeper.close()
 
 
 async def test_keeper_with_more_keys_than_it_reads_vouches_only_after_the_window() -> None:
-    store = MemoryIdempotencyStore()
+    clock = ManualClock()
+    store = MemoryIdempotencyStore(clock=clock)
 
     async def recent(since_ms: int, limit: int) -> list[tuple[str, str]]:
         return [("alice", f"m{i}") for i in range(limit)]  # the log holds at least this many
 
-    keeper = SharedIdempotencyKeeper(store, recent, window_s=0.2, limit=3)
+    keeper = SharedIdempotencyKeeper(store, recent, window_s=300.0, limit=3)
     assert await keeper.check()
     assert not await store.vouched()
-    await asyncio.sleep(0.3)
+    clock.advance(299.0)
+    assert not await store.vouched()
+    clock.advance(2.0)
     assert await store.vouched()
+
+
+def test_a_one_second_window_keeps_its_filters(clock: FakeMonotonic) -> None:
+    cache = IdempotencyCache(window_s=1, max_entries=10)
+    cache.preload([("alice", "old")], complete=True)
+    assert cache.maybe_stored(("alice", "old"))
+    assert cache.claim(("alice", "old"))  # the log must be asked: it may be stored
+    assert not cache.claim(("alice", "new"))
+
+
+async def test_keeper_restores_at_start_not_after_its_interval() -> None:
+    store = MemoryIdempotencyStore()
+
+    async def recent(since_ms: int, limit: int) -> list[tuple[str, str]]:
+        return []
+
+    keeper = SharedIdempotencyKeeper(store, recent, window_s=300.0, check_s=3600.0)
+    keeper.start()
+    try:
+        await until_vouched(store)
+    finally:
+        await keeper.close()
+
+
+async def test_keeper_asks_the_log_for_exactly_one_window() -> None:
+    store = MemoryIdempotencyStore()
+    asked: list[int] = []
+
+    async def recent(since_ms: int, limit: int) -> list[tuple[str, str]]:
+        asked.append(since_ms)
+        return []
+
+    keeper = SharedIdempotencyKeeper(store, recent, window_s=100_000.0)
+    assert await keeper.check()
+    assert abs(asked[0] - (now_ms() - 100_000_000)) < 5_000
+    assert await keeper.check()  # vouched now: says so without reading the log again
+    assert len(asked) == 1

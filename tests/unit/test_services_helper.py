@@ -22,6 +22,9 @@ DEFAULTS = {
     "kafka": "kafka://127.0.0.1:19092",
     "clickhouse": "clickhouse://127.0.0.1:18123/default",
     "haproxy": "/usr/sbin/haproxy",
+    "chromium": "/usr/bin/chromium",
+    "prometheus": "/usr/bin/prometheus",
+    "s3": "http://127.0.0.1:14568",
 }
 
 
@@ -103,7 +106,15 @@ def test_require_fails_under_ci_when_port_is_closed(monkeypatch: pytest.MonkeyPa
         require(name)
 
 
-@pytest.mark.parametrize("ci", [None, "false", "1"])
+@pytest.mark.parametrize("ci", ["1", "TRUE", "yes", "on"])
+def test_require_fails_under_any_truthy_ci(monkeypatch: pytest.MonkeyPatch, ci: str) -> None:
+    monkeypatch.setenv("FLARE_TEST_REDIS_URL", f"redis://127.0.0.1:{closed_port()}/15")
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(pytest.fail.Exception, match=r"scripts/services.sh start"):
+        require("redis")
+
+
+@pytest.mark.parametrize("ci", [None, "", "false", "0", "no"])
 def test_require_skips_outside_ci_when_port_is_closed(monkeypatch: pytest.MonkeyPatch, ci: str | None) -> None:
     monkeypatch.setenv("FLARE_TEST_REDIS_URL", f"redis://127.0.0.1:{closed_port()}/15")
     if ci is not None:

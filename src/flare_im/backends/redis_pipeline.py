@@ -18,6 +18,8 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
+from flare_im.observability.stats import SIZE_BUCKETS, Histogram
+
 _Call = tuple[tuple[Any, ...], "asyncio.Future[Any]", AsyncScript | None]
 
 
@@ -30,6 +32,7 @@ class AutoPipeline:
         self._scheduled = False
         self._loaded: set[str] = set()
         self.pipelines = 0  # sent so far (observable in tests)
+        self.sizes = Histogram(SIZE_BUCKETS)  # calls per pipeline sent (read by /metrics)
 
     def execute(self, *args: Any) -> Awaitable[Any]:
         """Queue one command (``"SET", key, value, "NX"``); resolves with its reply or raises its error."""
@@ -68,6 +71,7 @@ class AutoPipeline:
                     await pipe.reset()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
                     raise
                 self.pipelines += 1
+                self.sizes.observe(len(batch))
             except Exception as exc:
                 for _, fut, _ in batch:
                     if not fut.done():

@@ -8,6 +8,18 @@ returned, so an awaited write is durable (``synchronous`` = FULL by default: fsy
 
 Guarantees: operations run in submission order. An operation that raises fails alone (SQLite rolls
 back only the failing statement); a failed COMMIT fails every operation of that transaction.
+
+The write-ahead log stays bounded under a writer that never pauses. A checkpoint thread copies the WAL
+back into the database every ``checkpoint_interval_s`` (PASSIVE: it never blocks the writer), but SQLite
+starts the WAL over only when a write transaction begins with every frame copied back, which never
+happens while commits follow one another. So once the WAL file passes ``wal_reset_bytes`` the writer
+wakes the checkpoint thread, which copies back until a pass is short; the writer then copies back the
+few frames committed during that last pass itself, between two transactions (the acks of the previous
+one are already out), and the next transaction starts the WAL over: ``journal_size_limit`` truncates the
+file back to ``wal_reset_bytes``. If the thread lags, the writer does the whole checkpoint itself at
+four times that size, so the file stays below about ``4 * wal_reset_bytes`` plus one transaction. Not
+guaranteed: a reader that keeps a snapshot open (a statement left unfinished) pins the WAL until it
+ends; the start-over is retried after it.
 """
 
 from __future__ import annotations
@@ -15,15 +27,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import operator
+import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from flare_im.backends.migrations import Migration, Schema, SqliteMigrator
+from flare_im.observability.stats import SIZE_BUCKETS, Histogram
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +47,13 @@ WriteOp = Callable[[sqlite3.Connection], Any]
 
 _STOP = object()
 _IN_CHUNK = 500  # values per IN list: far below the parameter limit of any SQLite build
+# Before a WAL reset the checkpoint thread copies back again until a pass takes less than _RESET_TAIL_S, or
+# stops getting shorter, or after _RESET_PASSES passes: the writer then copies back only what was committed
+# during the last pass. (Each pass ends with an fsync of the database file, which can hold up the fsync of
+# a commit on the same disk: more passes are not free.)
+_RESET_TAIL_S = 0.005
+_RESET_PASSES = 3
+_RESET_HARD_FACTOR = 4  # past this many times wal_reset_bytes the writer does not wait for the thread
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +63,7 @@ class SqliteConfig:
     max_batch: int = 4096  # operations per transaction (group commit bound)
     busy_timeout_ms: int = 5000
     checkpoint_interval_s: float = 1.0
+    wal_reset_bytes: int = 64 * 2**20  # start the WAL over past this size (see the module docstring); 0: never
 
 
 def parse_sqlite_url(url: str) -> str:
@@ -72,6 +95,9 @@ class SqliteDatabase:
         # Checkpoints run on their own thread and connection (see _checkpoints), not inside a commit,
         # where copying the WAL back would stall every send waiting for that commit.
         self._writer.execute("PRAGMA wal_autocheckpoint=0")
+        self._wal_path = "" if self._uri or path == ":memory:" else path + "-wal"
+        if config.wal_reset_bytes > 0:
+            self._writer.execute(f"PRAGMA journal_size_limit={config.wal_reset_bytes}")
         self._writer.execute("PRAGMA cache_size=-65536")
         self.reader = self._connect()
         self.reader.execute("PRAGMA query_only=1")
@@ -79,9 +105,15 @@ class SqliteDatabase:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._checkpointer: threading.Thread | None = None
-        self._stop_checkpoints = threading.Event()
+        self._stop_checkpoints = False
+        self._wake_checkpointer = threading.Event()
+        self._reset_requested = False  # the writer asked the checkpoint thread for a pass before a reset
+        self._reset_ready = False  # that pass is done: the writer copies back the rest and the WAL starts over
         self.commits = 0  # transactions committed (for metrics and tests of group commit)
         self.ops = 0
+        self.wal_resets = 0  # checkpoints the writer ran itself to start the WAL over
+        self.commit_seconds = Histogram()  # COMMIT alone (the fsync), per transaction (read by /metrics)
+        self.batch_sizes = Histogram(SIZE_BUCKETS)  # operations per transaction
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, uri=self._uri, isolation_level=None, check_same_thread=False)
@@ -92,6 +124,12 @@ class SqliteDatabase:
         """Run schema statements (idempotent DDL) on the writer connection, before start()."""
         for stmt in statements:
             self._writer.execute(stmt)
+
+    def create_function(self, name: str, narg: int, func: Callable[..., Any]) -> None:
+        """Register a deterministic SQL function on the writer and the reader, before start() (a trigger
+        that calls it runs on the writer)."""
+        for conn in (self._writer, self.reader):
+            conn.create_function(name, narg, func, deterministic=True)
 
     def apply_migrations(self, schema: Schema) -> list[Migration]:
         """Bring ``schema`` up to date on the writer connection (see migrations.py), before start()."""
@@ -105,7 +143,7 @@ class SqliteDatabase:
         self._loop = asyncio.get_running_loop()
         self._thread = threading.Thread(target=self._run, name="flare-sqlite-writer", daemon=True)
         self._thread.start()
-        if self._path != ":memory:" and not self._uri:
+        if self._wal_path:
             self._checkpointer = threading.Thread(target=self._checkpoints, name="flare-sqlite-ckpt", daemon=True)
             self._checkpointer.start()
 
@@ -116,7 +154,8 @@ class SqliteDatabase:
             await asyncio.to_thread(self._thread.join)
             self._thread = None
         if self._checkpointer is not None:
-            self._stop_checkpoints.set()
+            self._stop_checkpoints = True
+            self._wake_checkpointer.set()
             await asyncio.to_thread(self._checkpointer.join)
             self._checkpointer = None
         self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -152,16 +191,50 @@ class SqliteDatabase:
     # ------------------------------------------------------------- checkpoint thread
 
     def _checkpoints(self) -> None:
-        """Copy the WAL back into the database regularly (PASSIVE: never blocks the writer)."""
+        """Copy the WAL back into the database regularly, and at once when the writer asks for it before
+        a reset (PASSIVE: never blocks the writer)."""
         conn = self._connect()
         try:
-            while not self._stop_checkpoints.wait(self.config.checkpoint_interval_s):
-                try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                except sqlite3.Error:
-                    log.exception("sqlite checkpoint failed")
+            while True:
+                self._wake_checkpointer.wait(self.config.checkpoint_interval_s)
+                self._wake_checkpointer.clear()
+                if self._stop_checkpoints:
+                    break
+                requested = self._reset_requested
+                took = _checkpoint(conn)
+                if requested:
+                    passes = 1
+                    # Until the writer took over (past the hard bound it resets without waiting for us).
+                    previous = float("inf")
+                    while _RESET_TAIL_S < took < previous / 2 and passes < _RESET_PASSES and self._reset_requested:
+                        previous, took = took, _checkpoint(conn)
+                        passes += 1
+                    self._reset_ready = self._reset_requested
         finally:
             conn.close()
+
+    def _bound_wal(self, conn: sqlite3.Connection) -> None:
+        """Between two transactions (writer thread): start the WAL over once it passed ``wal_reset_bytes``."""
+        limit = self.config.wal_reset_bytes
+        try:
+            size = os.stat(self._wal_path).st_size
+        except FileNotFoundError:
+            return
+        if size <= limit:
+            return
+        if not (self._reset_ready or size > _RESET_HARD_FACTOR * limit or self._checkpointer is None):
+            if not self._reset_requested:  # let the checkpoint thread copy most of it back first
+                self._reset_requested = True
+                self._wake_checkpointer.set()
+            return
+        self._reset_requested = self._reset_ready = False
+        try:
+            # Nothing commits meanwhile, so this copies back every frame no reader still needs; the next
+            # transaction then writes the WAL from its start (a reader in the way: retried next time).
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            self.wal_resets += 1
+        except sqlite3.Error:
+            log.exception("sqlite checkpoint failed")
 
     # ------------------------------------------------------------- writer thread
 
@@ -185,6 +258,8 @@ class SqliteDatabase:
                     break
             if batch:
                 self._run_batch(conn, batch)
+                if self._wal_path and self.config.wal_reset_bytes > 0:
+                    self._bound_wal(conn)
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[tuple[WriteOp, asyncio.Future[Any]]]) -> None:
         results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
@@ -195,7 +270,10 @@ class SqliteDatabase:
                     results.append((fut, op(conn), None))
                 except Exception as exc:  # one bad operation fails alone
                     results.append((fut, None, exc))
+            committing = time.perf_counter()
             conn.execute("COMMIT")
+            self.commit_seconds.observe(time.perf_counter() - committing)
+            self.batch_sizes.observe(len(batch))
             self.commits += 1
             self.ops += len(batch)
         except Exception as exc:
@@ -205,6 +283,16 @@ class SqliteDatabase:
             results = [(fut, None, exc) for _, fut in batch]
         assert self._loop is not None
         self._loop.call_soon_threadsafe(_resolve, results)
+
+
+def _checkpoint(conn: sqlite3.Connection) -> float:
+    """A PASSIVE checkpoint on ``conn``; returns how long it took (seconds)."""
+    started = time.monotonic()
+    try:
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    except sqlite3.Error:
+        log.exception("sqlite checkpoint failed")
+    return time.monotonic() - started
 
 
 def _resolve(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:

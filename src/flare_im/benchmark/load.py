@@ -16,6 +16,7 @@ import os
 import resource
 import time
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -27,6 +28,7 @@ from flare_im.oslimits import raise_fd_limit
 
 FLARE = "flare"
 RELAY = "relay"
+QUIET_S = 0.3  # drain: no delivery for this long after the last ack means the fan-out is done
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,7 @@ class WorkerPlan:
     local_addr: str | None = None  # source address (many idle connections need several)
     exact_loss: bool = True  # track every (conversation, seq): each message has exactly one receiver here
     connect_batch: int = 200
+    tick_s: float = 0.0  # > 0: report counts and latencies every tick_s of the window (soak), keep none of them
 
 
 @dataclass(slots=True)
@@ -172,8 +175,11 @@ class _Run:
         self.sending = False
         self.window_start = 0
         self.window_end = 0
-        self.acked_keys: set[tuple[str, int]] = set()
-        self.delivered_keys: set[tuple[str, int]] = set()
+        # Exact loss: the keys seen on one side only (acked, not yet delivered and the reverse), so a long run
+        # keeps only what is in flight.
+        self.unmatched_acks: set[tuple[str, int]] = set()
+        self.unmatched_deliveries: set[tuple[str, int]] = set()
+        self.latencies = array("q")  # since the last tick (tick mode), else of the whole window
         self._enc_cache: dict[str, bytes] = {}
         self.fast_pushes = plan.protocol == FLARE and not plan.exact_loss
 
@@ -216,12 +222,12 @@ class _Run:
         if self.window_start <= now < self.window_end:
             result.delivered_in_window += 1
         if self.window_start <= sent_at < self.window_end:
-            result.latencies_ns.append(now - sent_at)
+            self.latencies.append(now - sent_at)
 
     def _delivered(self, now: int, sent_at: int, key: str, seq: int) -> None:
         self.count_push(now, sent_at)
         if self.plan.exact_loss:
-            self.delivered_keys.add((key, seq))
+            _match((key, seq), self.unmatched_acks, self.unmatched_deliveries)
 
     def _acked(self, client: _Client, now: int, key: str, seq: int) -> None:
         result = self.result
@@ -229,7 +235,7 @@ class _Run:
         if self.window_start <= now < self.window_end:
             result.acked_in_window += 1
         if self.plan.exact_loss:
-            self.acked_keys.add((key, seq))
+            _match((key, seq), self.unmatched_deliveries, self.unmatched_acks)
         client.inflight -= 1
         self._refill(client, now)
 
@@ -267,13 +273,15 @@ class _Run:
             await asyncio.gather(*(one(e) for e in plan.endpoints[i : i + plan.connect_batch]))
         self.result.connected = len(self.clients)
 
-    async def traffic(self, start_ns: int) -> None:
+    async def traffic(self, start_ns: int, report: Callable[[Any], None]) -> None:
+        """Send during warm-up and window, then drain; in tick mode ``report`` gets each tick's numbers."""
         plan = self.plan
         self.window_start = start_ns + int(plan.warmup_s * 1e9)
         self.window_end = self.window_start + int(plan.duration_s * 1e9)
         await asyncio.sleep(max(0.0, (start_ns - time.monotonic_ns()) / 1e9))
         self.sending = True
         probe = asyncio.ensure_future(self._cpu_probe())
+        ticker = asyncio.ensure_future(self._ticks(report)) if plan.tick_s > 0 else None
         if plan.rate_per_s:
             await self._paced(start_ns)
         else:
@@ -284,14 +292,34 @@ class _Run:
             await asyncio.sleep(max(0.0, (self.window_end - time.monotonic_ns()) / 1e9))
         self.sending = False
         await probe
-        # Drain: wait for outstanding acks and deliveries.
+        if ticker is not None:
+            await ticker
+        # Drain: wait for outstanding acks, then until deliveries stop arriving (a large group's fan-out goes on
+        # after the last ack) for QUIET_S, within drain_s.
         deadline = time.monotonic() + plan.drain_s
+        delivered, quiet_since = -1, time.monotonic()
         while time.monotonic() < deadline:
             inflight = sum(c.inflight for c in self.senders)
-            if inflight == 0 and (not plan.exact_loss or self.acked_keys <= self.delivered_keys):
+            if self.result.delivered != delivered:
+                delivered, quiet_since = self.result.delivered, time.monotonic()
+            if inflight == 0 and not self.unmatched_acks and time.monotonic() - quiet_since >= QUIET_S:
                 break
             await asyncio.sleep(0.05)
-        await asyncio.sleep(0.2)
+
+    async def _ticks(self, report: Callable[[Any], None]) -> None:
+        """At each tick boundary of the window (the last one is its end): ("tick", n, delivered, acked, errors,
+        latencies). Counts are since the window began; latencies are those taken since the previous tick."""
+        tick_ns = int(self.plan.tick_s * 1e9)
+        n = 0
+        while True:
+            n += 1
+            at = min(self.window_start + n * tick_ns, self.window_end)
+            await asyncio.sleep(max(0.0, (at - time.monotonic_ns()) / 1e9))
+            latencies, self.latencies = self.latencies, array("q")
+            r = self.result
+            report(("tick", n, r.delivered_in_window, r.acked_in_window, r.errors, latencies))
+            if at >= self.window_end:
+                return
 
     async def _cpu_probe(self) -> None:
         await asyncio.sleep(max(0.0, (self.window_start - time.monotonic_ns()) / 1e9))
@@ -322,13 +350,21 @@ class _Run:
                     if client.inflight < plan.window:
                         client.send_one(now)
                         break
+                else:
+                    # Every window is full: the rest due now is not offered. (Scanning every sender for
+                    # each of them made a lagging server's load generator burn its CPU, which then read
+                    # the acks late and kept the windows full: the run collapsed.)
+                    offered += due
+                    break
             await asyncio.sleep(0.001)
 
     def finish(self) -> WorkerResult:
         result = self.result
         result.sent = self.sent
         if self.plan.exact_loss:
-            result.lost = len(self.acked_keys - self.delivered_keys)
+            result.lost = len(self.unmatched_acks)
+        if not self.plan.tick_s:
+            result.latencies_ns = self.latencies
         return result
 
     def close(self) -> None:
@@ -336,6 +372,19 @@ class _Run:
             if client.transport is not None:
                 with contextlib.suppress(Exception):
                     client.transport.disconnect(graceful=False)
+
+
+def tick_count(plan: WorkerPlan) -> int:
+    """How many ticks a worker reports over the window (the last one may be shorter)."""
+    return max(1, -(-int(plan.duration_s * 1e9) // int(plan.tick_s * 1e9)))
+
+
+def _match(key: tuple[str, int], other_side: set[tuple[str, int]], this_side: set[tuple[str, int]]) -> None:
+    """Pair ``key`` with its ack or delivery seen before, or remember it until the other one comes."""
+    if key in other_side:
+        other_side.discard(key)
+    else:
+        this_side.add(key)
 
 
 def _cpu_seconds() -> float:
@@ -350,7 +399,7 @@ async def _main(plan: WorkerPlan, conn: Connection) -> None:
     conn.send(("ready", run.result.connected, run.result.connect_errors))
     command = await loop.run_in_executor(None, conn.recv)
     if command[0] == "go":
-        await run.traffic(command[1])
+        await run.traffic(command[1], conn.send)
         conn.send(("result", run.finish()))
     elif command[0] == "hold":  # idle connections: stay connected until told to stop
         conn.send(("result", run.finish()))

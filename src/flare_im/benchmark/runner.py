@@ -13,15 +13,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import httpx
 import jwt
 
-from flare_im.benchmark.load import FLARE, RELAY, Endpoint, WorkerPlan, WorkerResult, worker_main
+from flare_im.benchmark.load import FLARE, RELAY, Endpoint, WorkerPlan, WorkerResult, tick_count, worker_main
 from flare_im.benchmark.stats import LatencySummary, ProcSample, cpu_percent, rate, sample_process
+from flare_im.devcluster import wait_for_line
 
 BATCH = 1000
 
@@ -36,6 +37,7 @@ class LoadOptions:
     payload_bytes: int = 64
     workers: int = 1
     load_cpu: int | None = None
+    tick_s: float = 0.0  # > 0: the workers report every tick_s (soak trend), see run_workers
 
 
 @dataclass(slots=True)
@@ -83,15 +85,14 @@ def _pin(cpu: int | None) -> Any:
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], marker: bytes) -> bytes:
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        if line.startswith(marker):
-            return line
-    raise RuntimeError(f"server did not start (exit code {proc.poll()})")
+    line = wait_for_line(proc, marker, 60)
+    if line is not None:
+        return line
+    code = proc.poll()
+    if code is None:
+        proc.kill()
+        proc.wait(10)
+    raise RuntimeError(f"server did not start within 60 s (exit code {code})")
 
 
 def spawn_flare(cpu: int | None, env: dict[str, str] | None = None) -> Server:
@@ -173,19 +174,30 @@ def provision(server: Server, uids: Sequence[str]) -> dict[str, str]:
 
 
 def create_group(server: Server, owner_token: str, members: Sequence[str]) -> str:
+    """A group of the owner and ``members``: created with the first 9,999 (what one create takes), the rest added
+    in batches of ``BATCH`` (the server's ``group_max_members`` must allow them all)."""
+    first, rest = list(members[:9_999]), list(members[9_999:])
+    auth = {"Authorization": f"Bearer {owner_token}"}
     with httpx.Client(base_url=server.api_url, timeout=120) as http:
-        resp = http.post(
-            "/v1/groups",
-            json={"name": "bench", "members": list(members)},
-            headers={"Authorization": f"Bearer {owner_token}"},
-        )
+        resp = http.post("/v1/groups", json={"name": "bench", "members": first}, headers=auth)
         resp.raise_for_status()
         conv: str = resp.json()["conv"]
+        for i in range(0, len(rest), BATCH):
+            added = http.post(f"/v1/groups/{conv[2:]}/members", json={"user_ids": rest[i : i + BATCH]}, headers=auth)
+            added.raise_for_status()
         return conv
 
 
-def run_workers(plans: Sequence[WorkerPlan], server: Server, *, hold_s: float = 0.0) -> dict[str, Any]:
-    """Start one process per plan, wait until all are connected, start the load at one instant, collect."""
+TickHandler = Callable[[list[tuple[Any, ...]], ProcSample | None, ProcSample | None], None]
+
+
+def run_workers(
+    plans: Sequence[WorkerPlan], server: Server, *, hold_s: float = 0.0, on_tick: TickHandler | None = None
+) -> dict[str, Any]:
+    """Start one process per plan, wait until all are connected, start the load at one instant, collect.
+
+    Plans with ``tick_s`` report at every tick of the window: ``on_tick`` gets each worker's tick message
+    (see ``_Run._ticks``), and samples of the server at the tick's start and once all messages arrived."""
     ctx = mp.get_context("spawn")
     pipes, procs = [], []
     for plan in plans:
@@ -216,7 +228,16 @@ def run_workers(plans: Sequence[WorkerPlan], server: Server, *, hold_s: float = 
         plan = plans[0]
         time.sleep(max(0.0, (start_ns - time.monotonic_ns()) / 1e9 + plan.warmup_s))
         before = server.sample()  # server CPU over the measured window only
-        time.sleep(plan.duration_s)
+        if plan.tick_s > 0:
+            previous = before
+            for _ in range(tick_count(plan)):
+                messages = [pipe.recv() for pipe in pipes]
+                sample = server.sample()
+                if on_tick is not None:
+                    on_tick(messages, previous, sample)
+                previous = sample
+        else:
+            time.sleep(plan.duration_s)
         idle["server_after"] = server.sample()
         results = [pipe.recv()[1] for pipe in pipes]
     for proc in procs:
@@ -290,13 +311,14 @@ def _plans(server: Server, groups: list[list[Endpoint]], opts: LoadOptions, *, e
             drain_s=opts.drain_s,
             cpu=opts.load_cpu,
             exact_loss=exact,
+            tick_s=opts.tick_s,
         )
         for eps in groups
     ]
 
 
-def bench_p2p(server: Server, pairs: int, opts: LoadOptions) -> dict[str, Any]:
-    """``pairs`` pairs of clients sending to each other (1:1 relay load)."""
+def bench_p2p(server: Server, pairs: int, opts: LoadOptions, on_tick: TickHandler | None = None) -> dict[str, Any]:
+    """``pairs`` pairs of clients sending to each other (1:1 relay load); see run_workers for ``on_tick``."""
     tag = secrets.token_hex(3)
     endpoints: list[Endpoint] = []
     uids = [f"b{tag}-{i}" for i in range(2 * pairs)]
@@ -308,7 +330,7 @@ def bench_p2p(server: Server, pairs: int, opts: LoadOptions) -> dict[str, Any]:
             endpoints += [Endpoint(a, tokens[a], target=conv), Endpoint(b, tokens[b], target=conv)]
         else:
             endpoints += [Endpoint(a, target=b), Endpoint(b, target=a)]
-    run = run_workers(_plans(server, _split(endpoints, opts.workers), opts, exact=True), server)
+    run = run_workers(_plans(server, _split(endpoints, opts.workers), opts, exact=True), server, on_tick=on_tick)
     total = _merge(run["results"])
     return {
         "benchmark": "p2p",
@@ -331,22 +353,28 @@ def bench_p2p(server: Server, pairs: int, opts: LoadOptions) -> dict[str, Any]:
     }
 
 
-def bench_group(server: Server, members: int, senders: int, opts: LoadOptions) -> dict[str, Any]:
-    """One group of ``members`` connected members, ``senders`` of them sending (fan-out load)."""
+def bench_group(server: Server, members: int, senders: int, opts: LoadOptions, *, online: int = 0) -> dict[str, Any]:
+    """One group of ``members`` members, ``online`` of them connected (0: all), ``senders`` of those sending
+    (fan-out load). Offline members cost the server a route lookup per message, connected ones a delivery."""
     tag = secrets.token_hex(3)
     uids = [f"g{tag}-{i}" for i in range(members)]
     tokens = provision(server, uids)
+    setup_started = time.monotonic()
     conv = create_group(server, tokens[uids[0]], uids[1:])
-    endpoints = [Endpoint(u, tokens[u], target=conv if i < senders else "") for i, u in enumerate(uids)]
+    setup_s = time.monotonic() - setup_started
+    online = min(online or members, members)
+    endpoints = [Endpoint(u, tokens[u], target=conv if i < senders else "") for i, u in enumerate(uids[:online])]
     groups: list[list[Endpoint]] = [endpoints[i :: opts.workers] for i in range(opts.workers)]
     run = run_workers(_plans(server, [g for g in groups if g], opts, exact=False), server)
     total = _merge(run["results"])
-    receivers = members - 1
+    receivers = online - 1
     return {
         "benchmark": "group",
         "target": server.kind,
         "members": members,
+        "online": online,
         "senders": senders,
+        "group_setup_s": round(setup_s, 1),
         **_load_params(opts),
         "connected": run["connected"],
         "connect_errors": run["connect_errors"],

@@ -10,6 +10,7 @@ local devices. Lookups for frames queued in one loop iteration share one round t
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from collections.abc import Callable, Iterable, Sequence
 
@@ -22,6 +23,7 @@ from flare_im.gateway.hub import Hub
 from flare_im.protocol.frames import (
     ConvSettings,
     Hidden,
+    Kick,
     Message,
     Presence,
     PresenceState,
@@ -30,12 +32,17 @@ from flare_im.protocol.frames import (
     TypingNotice,
     msg_from_message,
 )
+from flare_im.services.priority import is_bulk
 
 log = logging.getLogger(__name__)
 
+_Outgoing = tuple[list[str], ServerFrame, tuple[str, str] | None]
+_BATCH = 1024  # frames per route lookup
+
 
 class Envelope(msgspec.Struct, array_like=True):
-    """A frame for some users' devices on the receiving node (``skip``: the device that caused it)."""
+    """A frame for some users' devices on the receiving node (``skip``: the device that caused it). A ``kick``
+    frame closes the connections of ``uids`` instead, and its ``skip`` names the only device to close."""
 
     uids: list[str]
     frame: ServerFrame
@@ -55,7 +62,10 @@ class ClusterFanout:
         self._bus = bus
         self.node = node
         self._heartbeat_s = heartbeat_s
-        self._outbox: asyncio.Queue[tuple[list[str], ServerFrame, tuple[str, str] | None]] = asyncio.Queue()
+        # None in the outbox only wakes the pump for the bulk lane (broadcast notices, gateway/priority.py),
+        # which is published after everything else queued.
+        self._outbox: asyncio.Queue[_Outgoing | None] = asyncio.Queue()
+        self._bulk: collections.deque[_Outgoing] = collections.deque()
         self._route_writes: asyncio.Queue[tuple[str, str, bool]] = asyncio.Queue()
         self._announcements: asyncio.Queue[PresenceState] = asyncio.Queue()
         self.on_presence: Callable[[PresenceState], None] | None = None  # presence changes other nodes saw
@@ -119,17 +129,33 @@ class ClusterFanout:
     def deliver_typing(self, uids: Iterable[str], notice: TypingNotice) -> None:
         self._both(uids, notice, None)
 
+    def deliver_frame(self, uids: Iterable[str], frame: ServerFrame, skip: tuple[str, str] | None) -> None:
+        """Push any frame to the devices of ``uids`` on every node (notification settings, for one)."""
+        self._both(uids, frame, skip)
+
     def _both(self, uids: Iterable[str], frame: ServerFrame, skip: tuple[str, str] | None) -> None:
         users = list(uids)
         self.hub.deliver_frame(users, frame, skip)
-        self._outbox.put_nowait((users, frame, skip))
+        if is_bulk(frame):
+            self._bulk.append((users, frame, skip))
+            self._outbox.put_nowait(None)
+        else:
+            self._outbox.put_nowait((users, frame, skip))
 
     async def _pump(self) -> None:
         """Publish queued frames to the nodes that hold their users' other devices, in queue order."""
         while True:
-            items = [await self._outbox.get()]
-            while not self._outbox.empty() and len(items) < 1024:
-                items.append(self._outbox.get_nowait())
+            first = await self._outbox.get()
+            items = [first] if first is not None else []
+            while not self._outbox.empty() and len(items) < _BATCH:
+                item = self._outbox.get_nowait()
+                if item is not None:
+                    items.append(item)
+            bulk = self._bulk
+            while bulk and len(items) < _BATCH:
+                items.append(bulk.popleft())
+            if not items:  # wake-ups for bulk frames a batch before already took
+                continue
             try:
                 routes = await self._routes.lookup(sorted({u for users, _, _ in items for u in users}))
             except Exception:  # at-most-once: the devices find the gap by seq and pull it
@@ -151,11 +177,28 @@ class ClusterFanout:
         envelope = _decode(payload)
         self.received += 1
         frame = envelope.frame
+        if isinstance(frame, Kick):
+            device = envelope.skip[1] if envelope.skip is not None else None
+            for uid in envelope.uids:
+                self.hub.kick_user(uid, device, frame.code, frame.reason, reconnect=frame.reconnect)
+            return
         if isinstance(frame, Presence) and not envelope.uids:  # a presence change another node saw
             if self.on_presence is not None:
                 self.on_presence(PresenceState(user=frame.user, online=frame.online, last_seen=frame.last_seen))
             return
         self.hub.deliver_frame(envelope.uids, frame, envelope.skip)
+
+    async def kick(self, uid: str, device: str | None, code: int, reason: str) -> int:
+        """Close the connections of ``uid`` (only ``device`` when given) on every live node, this one at once;
+        returns how many were closed here. Sent to every live node, not only where the routes point, so a
+        device whose route is not written yet is closed too."""
+        closed = self.hub.kick_user(uid, device, code, reason)
+        only = (uid, device) if device else None
+        payload = _encode(Envelope([uid], Kick(code=code, reason=reason, reconnect=False), only))
+        for node in await self._routes.live_nodes():
+            if node != self.node:
+                self._bus.publish(node, payload)
+        return closed
 
     # ------------------------------------------------------------------ PresenceRelay
 

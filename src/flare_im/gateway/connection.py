@@ -5,11 +5,16 @@ runs as its own task (so a slow storage commit does not stall the connection), r
 request id. Limits: frame size (transport), a token-bucket rate limit, an auth deadline, and a write
 buffer bound past which the connection is closed as a slow consumer (DESIGN: the seq log, not the
 socket buffer, is what makes delivery reliable).
+
+A close the server starts (its own, or the transport's 1009) goes out after the replies already queued,
+nothing is read or written after it, and the socket lingers until the client closes (gateway/linger.py),
+so a client that is still writing sees the close code instead of a reset.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 import uuid
@@ -21,10 +26,15 @@ from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
 from flare_im.backends.relational.base import SettingsChange
 from flare_im.gateway.hub import Hub, encode_for
+from flare_im.gateway.linger import LingeringCloser
 from flare_im.gateway.output import OutputBatcher, ws_frame
 from flare_im.ids import now_ms
+from flare_im.netlimits import PeerConnections, peer_address
+from flare_im.observability import tracing
+from flare_im.observability.logs import log_ids
+from flare_im.observability.stats import GatewayStats
 from flare_im.protocol.codec import Encoding, ServerCodec
-from flare_im.protocol.errors import CloseCode, ErrorCode, FlareError
+from flare_im.protocol.errors import AccountRefused, CloseCode, ErrorCode, FlareError
 from flare_im.protocol.frames import (
     Ack,
     Auth,
@@ -48,6 +58,7 @@ from flare_im.protocol.frames import (
     Read,
     Readers,
     ReadersList,
+    ReqId,
     Send,
     ServerFrame,
     Sync,
@@ -59,6 +70,7 @@ from flare_im.services.content_filter import stored_if_filtered
 from flare_im.services.operations import DELETE_FOR_ME, MessageOperations
 from flare_im.services.presence import PresenceService
 from flare_im.services.router import MessageRouter
+from flare_im.services.safety import SafetyCache
 from flare_im.services.status import StatusService
 from flare_im.services.sync import SyncService
 
@@ -66,6 +78,7 @@ log = logging.getLogger(__name__)
 
 # After this many rate-limited frames in a row the client is disconnected rather than answered.
 _MAX_RATE_VIOLATIONS = 50
+_HELD_BOUND_FACTOR = 4  # bulk bytes held per connection, in send buffers; past it the oldest are dropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,12 +107,16 @@ class GatewayContext:
     json_codec: ServerCodec
     msgpack_codec: ServerCodec
     output: OutputBatcher
+    lingering: LingeringCloser = field(default_factory=LingeringCloser)  # sockets of closed connections
+    peers: PeerConnections = field(default_factory=lambda: PeerConnections(per_ip=0))  # connections per IP
     in_flight: set[asyncio.Task[None]] = field(default_factory=set)  # requests received, not yet answered
     accepting: bool = True
+    stats: GatewayStats = field(default_factory=GatewayStats)  # read by /metrics (observability/metrics.py)
+    safety: SafetyCache | None = None  # blocks: a blocked user's presence does not reach the blocker
 
 
 class _IdOnly(msgspec.Struct):
-    id: int | None = None
+    id: ReqId | None = None  # an id outside 0 .. 2**63-1 is not echoed: the error then has no id
 
 
 _peek_json = msgspec.json.Decoder(_IdOnly)
@@ -109,17 +126,21 @@ _peek_msgpack = msgspec.msgpack.Decoder(_IdOnly)
 def _peek_id(data: bytes, binary: bool) -> int | None:
     try:
         return (_peek_msgpack if binary else _peek_json).decode(data).id
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return None
 
 
 class ClientConnection(WSListener):
     # Slots: tens of thousands of these live at once, and an idle one should cost little memory.
     __slots__ = (
+        "_address",
         "_auth_timer",
         "_authenticating",
         "_binary",
+        "_close_timer",
         "_closed",
+        "_held",
+        "_held_bytes",
         "_rate_violations",
         "_raw",
         "_slow_timer",
@@ -149,6 +170,10 @@ class ClientConnection(WSListener):
         self._rate_violations = 0
         self._auth_timer: asyncio.TimerHandle | None = None
         self._slow_timer: asyncio.TimerHandle | None = None
+        self._close_timer: asyncio.TimerHandle | None = None  # bounds how long a close may wait for the client
+        self._held: collections.deque[bytes] | None = None  # bulk frames held back while the client is not reading
+        self._held_bytes = 0
+        self._address: str | None = None  # the peer's IP address while counted in ctx.peers
 
     # ------------------------------------------------------------------ transport callbacks
 
@@ -157,14 +182,33 @@ class ClientConnection(WSListener):
         self._raw = transport.underlying_transport
         limits = self.ctx.limits
         self._raw.set_write_buffer_limits(high=limits.send_buffer_bytes)
+        self.ctx.stats.connections_opened += 1
+        address = peer_address(self._raw.get_extra_info("peername"))
+        if not self.ctx.peers.acquire(address):
+            self._close(CloseCode.TRY_AGAIN_LATER, "too many connections from this address")
+            return
+        self._address = address
         loop = asyncio.get_running_loop()
         self._auth_timer = loop.call_later(limits.auth_timeout_s, self._auth_deadline)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self._closed = True
-        for timer in (self._auth_timer, self._slow_timer):
+        if self._transport is not None:
+            self.ctx.stats.connections_closed += 1
+        if self._address is not None:
+            self.ctx.peers.release(self._address)
+            self._address = None
+        for timer in (self._auth_timer, self._slow_timer, self._close_timer):
             if timer is not None:
                 timer.cancel()
+        handshake = transport.close_handshake
+        if self._raw is not None and handshake is not None and handshake.sent is not None and handshake.recv is None:
+            # The server closed and the client has not answered yet: it may still be writing. The transport
+            # is letting go of the socket (still open during this callback); keep it open until the client
+            # closes, so that it reads the close frame instead of a reset.
+            sock = self._raw.get_extra_info("socket")
+            if sock is not None:
+                self.ctx.lingering.linger(sock.fileno())
         self._leave_hub()
 
     def _leave_hub(self) -> None:
@@ -184,8 +228,12 @@ class ClientConnection(WSListener):
         if self._slow_timer is not None:
             self._slow_timer.cancel()
             self._slow_timer = None
+        if self._held is not None:
+            self._release_held()
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if transport.is_close_frame_sent:  # closing (e.g. the transport's 1009): discard what follows
+            return
         msg_type = frame.msg_type
         if msg_type is WSMsgType.TEXT or msg_type is WSMsgType.BINARY:
             if not frame.fin:
@@ -209,12 +257,15 @@ class ClientConnection(WSListener):
                 self._reply_error(_peek_id(data, binary), FlareError(ErrorCode.RATE_LIMITED, "rate limit exceeded"))
             return
         self._rate_violations = 0
-        codec = self.ctx.msgpack_codec if binary else self.ctx.json_codec
+        ctx = self.ctx
+        codec = ctx.msgpack_codec if binary else ctx.json_codec
+        received = time.perf_counter()
         try:
             frame = codec.decode(data)
         except FlareError as exc:
             self._reply_error(_peek_id(data, binary), exc)
             return
+        ctx.stats.frames_in[type(frame)] += 1
         if not self.user:
             if isinstance(frame, Auth) and not self._authenticating:
                 self._authenticating = True
@@ -223,7 +274,11 @@ class ClientConnection(WSListener):
                 self._close(CloseCode.PROTOCOL_VIOLATION, "the first frame must be auth")
             return
         if isinstance(frame, Send):
-            task = asyncio.ensure_future(self._send(frame))  # _send handles its own errors
+            ctx.router.stages.decode.observe(time.perf_counter() - received)
+            send = self._send(frame, received)  # _send handles its own errors
+            if tracing.ENABLED and tracing.sampled():
+                send = tracing.traced_send(send, self.user, self.device, frame.conv, frame.kind)
+            task = asyncio.ensure_future(send)
             self.ctx.in_flight.add(task)
             task.add_done_callback(self.ctx.in_flight.discard)
         elif isinstance(frame, Ping):
@@ -248,11 +303,13 @@ class ClientConnection(WSListener):
         try:
             if not ctx.accepting:
                 raise FlareError(ErrorCode.UNAVAILABLE, "server is shutting down")
-            user = ctx.auth.verify_access_token(frame.token)
+            user = await ctx.auth.authenticate(frame.token)
         except FlareError as exc:
+            ctx.stats.auth.add("failed")
             self._reply_error(frame.id, exc)
-            self._close(CloseCode.AUTH_FAILED, exc.message)
+            self._close(exc.close_code if isinstance(exc, AccountRefused) else CloseCode.AUTH_FAILED, exc.message)
             return
+        ctx.stats.auth.add("ok")
         if self._closed:
             return
         if self._auth_timer is not None:
@@ -274,16 +331,21 @@ class ClientConnection(WSListener):
             )
         )
 
-    async def _send(self, frame: Send) -> None:
+    async def _send(self, frame: Send, received: float) -> None:
+        router = self.ctx.router
         try:
-            message, duplicate = await self.ctx.router.send(
+            message, duplicate = await router.send(
                 self.user, frame.conv, frame.cmid, frame.kind, frame.body, device=self.device
             )
         except FlareError as exc:
+            if tracing.ENABLED:
+                tracing.refused(exc.code)
             self._reply_error(frame.id, exc)
             return
         except Exception:
-            log.exception("send of %s/%s failed", self.user, self.device)
+            log.exception(
+                "send of %s/%s failed", self.user, self.device, extra=log_ids(self.user, self.device, frame.conv)
+            )
             self._reply_error(frame.id, FlareError(ErrorCode.INTERNAL, "internal error"))
             return
         self._reply(
@@ -297,6 +359,7 @@ class ClientConnection(WSListener):
                 body=stored_if_filtered(frame.body, message.body),
             )
         )
+        router.stages.ack.observe(time.perf_counter() - received)
 
     async def _request(self, frame: ClientFrame) -> None:
         sync = self.ctx.sync
@@ -321,7 +384,10 @@ class ClientConnection(WSListener):
                 settings = await sync.update_settings(self.user, self.device, frame.conv, change)
                 reply = msgspec.structs.replace(settings, id=frame.id)
             elif isinstance(frame, PresenceSub):
-                reply = PresenceList(id=frame.id, items=await self.ctx.presence.subscribe_current(self, frame.users))
+                items = await self.ctx.presence.subscribe_current(self, frame.users)
+                if self.ctx.safety is not None:
+                    items = [self._unless_blocked(s) for s in items]
+                reply = PresenceList(id=frame.id, items=items)
             elif isinstance(frame, Typing):
                 await self.ctx.status.typing(self.user, self.device, frame.conv)
                 reply = Ok(id=frame.id)
@@ -391,7 +457,7 @@ class ClientConnection(WSListener):
         try:
             await coro
         except Exception:
-            log.exception("request of %s/%s failed", self.user, self.device)
+            log.exception("request of %s/%s failed", self.user, self.device, extra=log_ids(self.user, self.device))
             self._reply_error(None, FlareError(ErrorCode.INTERNAL, "internal error"))
 
     # ------------------------------------------------------------------ output
@@ -400,29 +466,92 @@ class ClientConnection(WSListener):
         """Send one encoded frame (batched with this iteration's other frames to this connection)."""
         self.push_framed(ws_frame(data, self._binary))
 
-    def push_framed(self, frame: bytes) -> None:
-        """Send a complete WebSocket frame (a fan-out frame is built once for all connections)."""
+    def push_framed(self, frame: bytes, bulk: bool = False) -> None:
+        """Send a complete WebSocket frame (a fan-out frame is built once for all connections). A ``bulk`` one
+        waits in this connection's own queue while the client is not reading (services/priority.py)."""
         if self._raw is None or self._closed:
             return
-        self.ctx.output.queue(self._raw, frame, self._after_write)
+        if bulk and (self._held is not None or self._slow_timer is not None):
+            self._hold(frame)
+            return
+        self.ctx.output.queue(self._raw, frame, self._write)
 
-    def _after_write(self) -> None:
+    def _hold(self, frame: bytes) -> None:
+        held = self._held
+        if held is None:
+            held = self._held = collections.deque()
+        held.append(frame)
+        self._held_bytes += len(frame)
+        stats = self.ctx.stats
+        stats.bulk_held += 1
+        bound = _HELD_BOUND_FACTOR * self.ctx.limits.send_buffer_bytes
+        while self._held_bytes > bound and len(held) > 1:  # the oldest go: the device pulls them by seq
+            self._held_bytes -= len(held.popleft())
+            stats.bulk_dropped += 1
+
+    def _release_held(self) -> None:
+        """The client reads again: write the held frames, a buffer's worth per loop turn while it keeps up."""
+        held, raw = self._held, self._raw
+        if held is None or raw is None or self._closed:
+            self._held, self._held_bytes = None, 0
+            return
+        if self._slow_timer is not None:  # paused again meanwhile: the next resume goes on
+            return
+        budget = self.ctx.limits.send_buffer_bytes
+        while held and budget > 0:
+            frame = held.popleft()
+            self._held_bytes -= len(frame)
+            budget -= len(frame)
+            self.ctx.output.queue(raw, frame, self._write)
+        if held:  # after this turn's write, unless that write paused the connection again
+            asyncio.get_running_loop().call_soon(self._release_held)
+        else:
+            self._held, self._held_bytes = None, 0
+
+    def _write(self, data: bytes) -> None:
+        """The output batcher's writer: nothing goes out after the close frame."""
+        raw, transport = self._raw, self._transport
+        if raw is None or transport is None or transport.is_close_frame_sent or raw.is_closing():
+            return
+        raw.write(data)
         # Already past the mark: past four times it, do not wait out the grace period.
-        raw = self._raw
-        if (
-            self._slow_timer is not None
-            and raw is not None
-            and raw.get_write_buffer_size() > 4 * self.ctx.limits.send_buffer_bytes
-        ):
+        if self._slow_timer is not None and raw.get_write_buffer_size() > 4 * self.ctx.limits.send_buffer_bytes:
             self._close(CloseCode.SLOW_CONSUMER, "slow consumer")
 
+    def _unless_blocked(self, state: PresenceState) -> PresenceState:
+        """A user this one blocks, or who blocks this one, reads as never seen (offline, last seen 0)."""
+        safety = self.ctx.safety
+        if safety is not None and (safety.blocks(self.user, state.user) or safety.blocks(state.user, self.user)):
+            return PresenceState(user=state.user, online=False)
+        return state
+
     def push_presence(self, state: PresenceState) -> None:
+        safety = self.ctx.safety
+        if safety is not None and (safety.blocks(self.user, state.user) or safety.blocks(state.user, self.user)):
+            return  # a block either way: that user's presence no longer reaches here
         self._reply(Presence(user=state.user, online=state.online, last_seen=state.last_seen))
 
     def _reply(self, frame: ServerFrame) -> None:
-        self.push_framed(ws_frame(encode_for(self.encoding, frame), self._binary))
+        self.ctx.stats.frames_out[type(frame)] += 1
+        try:
+            data = encode_for(self.encoding, frame)
+        except (OverflowError, UnicodeEncodeError, RecursionError, TypeError, ValueError) as exc:
+            # Stored bodies are made encodable when read (protocol/values.py): this is a bug, not an input.
+            log.warning(
+                "%s to %s/%s cannot be encoded: %s",
+                type(frame).__name__,
+                self.user,
+                self.device,
+                type(exc).__name__,  # not the exception's text: it may quote the message's body
+                extra=log_ids(self.user, self.device),
+            )
+            req_id = getattr(frame, "id", None)
+            error = Error(id=req_id, code=int(ErrorCode.INTERNAL), message="internal error", retryable=True)
+            data = encode_for(self.encoding, error)
+        self.push_framed(ws_frame(data, self._binary))
 
     def _reply_error(self, req_id: int | None, exc: FlareError) -> None:
+        self.ctx.stats.errors.add(int(exc.code))
         self._reply(
             Error(id=req_id, code=int(exc.code), message=exc.message, retryable=exc.retryable, detail=exc.detail)
         )
@@ -446,10 +575,19 @@ class ClientConnection(WSListener):
         if self._closed:
             return
         self._closed = True
+        self.ctx.stats.closes.add(code)
         self._leave_hub()
         transport = self._transport
         if transport is not None:
             if self._raw is not None:
                 self.ctx.output.flush_one(self._raw)  # queued frames (e.g. a kick) go before the close
             transport.send_close(WSCloseCode(code), reason.encode()[:120])
-            transport.disconnect()
+            transport.disconnect()  # after what is queued; then the socket lingers (on_ws_disconnected)
+            self._close_timer = asyncio.get_running_loop().call_later(self.ctx.lingering.linger_s, self._give_up)
+
+    def _give_up(self) -> None:
+        """The client has not taken the queued frames and the close in time (it is not reading): reset."""
+        self._close_timer = None
+        raw, self._raw = self._raw, None
+        if raw is not None:
+            raw.abort()

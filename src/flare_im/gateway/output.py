@@ -27,34 +27,34 @@ def ws_frame(payload: bytes, binary: bool) -> bytes:
 
 
 class OutputBatcher:
-    """Collects frames per connection and writes each connection's frames once per loop iteration."""
+    """Collects frames per connection and writes each connection's frames once per loop iteration.
+
+    ``write`` is the connection's writer: it gets the joined frames and may drop them (a connection whose
+    close frame has been sent writes nothing after it)."""
 
     def __init__(self) -> None:
-        self._pending: dict[int, tuple[asyncio.WriteTransport, list[bytes], Callable[[], None]]] = {}
+        self._pending: dict[int, tuple[list[bytes], Callable[[bytes], None]]] = {}
         self._scheduled = False
 
-    def queue(self, transport: asyncio.WriteTransport, frame: bytes, after_write: Callable[[], None]) -> None:
+    def queue(self, transport: asyncio.WriteTransport, frame: bytes, write: Callable[[bytes], None]) -> None:
         key = id(transport)
         entry = self._pending.get(key)
         if entry is None:
-            self._pending[key] = (transport, [frame], after_write)
+            self._pending[key] = ([frame], write)
             if not self._scheduled:
                 self._scheduled = True
                 asyncio.get_running_loop().call_soon(self.flush)
         else:
-            entry[1].append(frame)
+            entry[0].append(frame)
 
     def flush(self) -> None:
         self._scheduled = False
         pending, self._pending = self._pending, {}
-        for transport, frames, after_write in pending.values():
-            if transport.is_closing():
-                continue
-            transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
-            after_write()
+        for frames, write in pending.values():
+            write(frames[0] if len(frames) == 1 else b"".join(frames))
 
     def flush_one(self, transport: asyncio.WriteTransport) -> None:
         """Write what is queued for ``transport`` now (before a close frame)."""
         entry = self._pending.pop(id(transport), None)
-        if entry is not None and not transport.is_closing():
-            transport.write(b"".join(entry[1]))
+        if entry is not None:
+            entry[1](b"".join(entry[0]))

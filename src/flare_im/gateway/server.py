@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
+import ssl
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener, ws_create_server
@@ -18,6 +22,22 @@ HARD_FRAME_LIMIT_FACTOR = 16
 # picows' per-connection read buffer starts at this size and grows for larger frames: most IM frames are
 # small, and idle connections should cost little memory (default 16 KiB).
 READ_BUFFER_BYTES = 1024
+
+
+class PeerFaultsAsWarnings(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """picows' logger, with the protocol violations of a client at WARNING instead of ERROR.
+
+    picows logs a frame it cannot accept (over the hard size limit: close 1009; unmasked; a bad opcode) at
+    ERROR. Such a frame is the client's doing, and ERROR lines are what operators alert on
+    (docs/operations.md): no client behaviour may produce one. Failures of our own code stay at ERROR.
+    """
+
+    PEER_FAULTS = ("WS parser error",)  # picows' message for a frame the client got wrong
+
+    def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
+        if level >= logging.ERROR and isinstance(msg, str) and msg.startswith(self.PEER_FAULTS):
+            level = logging.WARNING
+        super().log(level, msg, *args, **kwargs)
 
 
 def _choose(request: WSUpgradeRequest) -> tuple[Encoding, str | None] | None:
@@ -37,7 +57,12 @@ def _choose(request: WSUpgradeRequest) -> tuple[Encoding, str | None] | None:
 
 
 async def start_ws_server(
-    ctx: GatewayContext, host: str, port: int, *, heartbeat_s: float, heartbeat_timeout_s: float
+    ctx: GatewayContext,
+    sock: socket.socket,
+    *,
+    heartbeat_s: float,
+    heartbeat_timeout_s: float,
+    tls: ssl.SSLContext | None = None,
 ) -> asyncio.Server:
     def factory(request: WSUpgradeRequest) -> ClientConnection | WSUpgradeResponseWithListener | None:
         path = urlsplit(request.path.decode("latin-1")).path
@@ -63,14 +88,15 @@ async def start_ws_server(
 
     server: asyncio.Server = await ws_create_server(
         factory,
-        host,
-        port,
+        sock=sock,
         enable_auto_ping=True,
         auto_ping_idle_timeout=heartbeat_s,
         auto_ping_reply_timeout=heartbeat_timeout_s,
         max_frame_size=ctx.limits.max_frame_bytes * HARD_FRAME_LIMIT_FACTOR,
         websocket_handshake_timeout=10,
         read_buffer_init_size=READ_BUFFER_BYTES,
-        logger_name="gateway",
+        logger_name=PeerFaultsAsWarnings(logging.getLogger("picows.gateway"), {}),
+        ssl=tls,
+        ssl_handshake_timeout=10 if tls is not None else None,
     )
     return server

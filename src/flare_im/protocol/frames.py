@@ -132,7 +132,7 @@ class Op(_Frame, tag="op"):
     target: Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
     opid: ClientMsgId
     body: dict[str, Any] | None = None  # edit: the new body
-    base_version: Annotated[int, msgspec.Meta(ge=1)] | None = None  # edit: the version the edit is based on
+    base_version: Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)] | None = None  # edit: the version it is based on
     emoji: Emoji | None = None  # react / unreact
 
 
@@ -142,7 +142,7 @@ class Forward(_Frame, tag="forward"):
 
     id: ReqId
     conv: ConvId
-    seqs: Annotated[list[Annotated[int, msgspec.Meta(ge=1)]], msgspec.Meta(min_length=1, max_length=100)]
+    seqs: Annotated[list[Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]], msgspec.Meta(min_length=1, max_length=100)]
     to: ConvId
     cmid: ClientMsgId
     title: Annotated[str, msgspec.Meta(max_length=256)] = ""
@@ -338,6 +338,38 @@ class TypingNotice(_Frame, tag="typing"):
     device: str = ""
 
 
+class NotifySettingsFrame(_Frame, tag="notify_settings"):
+    """The user's notification settings changed (``PATCH /v1/me/notifications``): every device of the user gets
+    them, so an app can show the same settings everywhere without asking."""
+
+    mode: str  # all | mentions | none
+    mentions_break_mute: bool
+    preview: bool
+    quiet_start: str  # "HH:MM" or "" (no quiet hours)
+    quiet_end: str
+    timezone: str
+    version: int
+
+
+class BlockList(_Frame, tag="blocks"):
+    """The users this user blocks changed (``PUT``/``DELETE /v1/me/blocks/{user_id}``): every device of the user
+    gets the whole list, so each shows the same one without asking."""
+
+    users: list[str]
+    version: int
+
+
+class JoinRequestFrame(_Frame, tag="join_request"):
+    """A request to join a group by an invite link that needs approval: pushed to the group's owner and admins when
+    it is made (``pending``), and to the requester when it is decided (``approved`` or ``denied``)."""
+
+    group_id: str
+    user: str
+    state: str  # pending | approved | denied
+    created_at: int
+    note: str = ""
+
+
 ServerFrame = (
     AuthOk
     | Ack
@@ -355,6 +387,9 @@ ServerFrame = (
     | Presence
     | ConvSettings
     | Hidden
+    | NotifySettingsFrame
+    | BlockList
+    | JoinRequestFrame
 )
 
 

@@ -10,6 +10,10 @@ What it does for an application:
   device's own messages and operation events too, as stored, in the same order (one ordered stream to
   render from; ``sdk.state.ConversationView`` applies it);
 - message operations (recall, delete, edit, react, delete for me, forward, reply) retry with the same op id.
+
+Only ``send``, ``reply``, ``forward`` and the operations retry by themselves; every other request is sent
+once and raises ``Disconnected`` or ``TimeoutError`` if the connection fails under it. The reference, with
+an example per call, is docs/sdk-python.md.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ import contextlib
 import itertools
 import logging
 import random
+import ssl
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,12 +70,21 @@ from flare_im.protocol.frames import (
     UpdateSettings,
     message_from_msg,
 )
+from flare_im.services import conversations
 
 log = logging.getLogger(__name__)
 
 
+def direct_conv(a: str, b: str) -> str:
+    """The id of the direct conversation of users ``a`` and ``b``, in either order: ``d:`` and the two
+    ids in ASCII order (``direct_conv("bob", "alice") == "d:alice:bob"``). There is no create step: the
+    first ``send`` to it creates the conversation (both users must exist)."""
+    return conversations.direct_conv(a, b)
+
+
 class Disconnected(ConnectionError):
-    """The connection closed before the reply arrived."""
+    """The connection closed before the reply arrived (or there was none). The request may or may not
+    have been processed; ``send`` and the operations retry it themselves, with the same idempotency key."""
 
 
 @dataclass(slots=True)
@@ -98,6 +112,25 @@ class _Listener(WSListener):
 
 
 class FlareClient:
+    """One device's WebSocket connection to Flare, for one user.
+
+    ``url`` is a WebSocket URL (``RestClient.gateways()``), ``token`` an access token, ``device`` a stable
+    id of this app installation: connecting again with the same user and device replaces the older
+    connection (close 4004). Keyword settings: ``encoding`` (JSON text or MessagePack binary frames),
+    ``request_timeout`` (seconds to wait for a reply, and for a reconnect before a request gives up),
+    ``reconnect`` (reconnect with jittered exponential backoff up to ``max_backoff`` seconds, then
+    ``catch_up``), ``platform`` (informational), ``echo_own`` (``messages()`` also yields this device's
+    own messages and operation events), ``on_frame`` (called with every frame the server sends, decoded,
+    before the client handles it: replies and pushes, including the repeated pushes ``messages()`` drops;
+    for counting what arrived on the wire), ``ssl_context`` (for ``wss://`` to a server whose certificate the
+    system does not trust, e.g. a private CA). Use ``async with FlareClient(...) as client`` or ``connect()``
+    and ``close()``.
+
+    Requests raise ``FlareError`` for an error reply (``code``, ``message``, ``retryable``, ``detail``),
+    ``Disconnected`` if the connection drops before the reply, and ``TimeoutError`` after
+    ``request_timeout``.
+    """
+
     def __init__(
         self,
         url: str,
@@ -110,6 +143,8 @@ class FlareClient:
         max_backoff: float = 5.0,
         platform: str = "python",
         echo_own: bool = False,
+        on_frame: Callable[[ServerFrame], None] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.url = url
         self.token = token
@@ -120,6 +155,8 @@ class FlareClient:
         self._max_backoff = max_backoff
         self._platform = platform
         self.echo_own = echo_own
+        self.on_frame = on_frame
+        self._ssl_context = ssl_context
         self._codec = ClientCodec(encoding)
         self._msg_type = WSMsgType.BINARY if encoding.binary else WSMsgType.TEXT
         self._ids = itertools.count(1)
@@ -146,6 +183,10 @@ class FlareClient:
     # ------------------------------------------------------------------ lifecycle
 
     async def connect(self) -> AuthOk:
+        """Open the WebSocket and authenticate. Returns ``auth_ok`` (``user``, ``session``, ``server_ts``,
+        ``heartbeat_s``). Raises ``FlareError`` 401 for a bad or expired token (503 while the server shuts
+        down) and ``OSError`` if the server cannot be reached; the first connect is not retried. It does not
+        sync: call ``catch_up()`` (or ``sync``/``restore``) for what happened while offline."""
         ok = await self._open()
         return ok
 
@@ -155,6 +196,7 @@ class FlareClient:
             lambda: _Listener(self),
             self.url,
             extra_headers=headers,
+            ssl_context=self._ssl_context,
             enable_auto_ping=False,
             max_frame_size=64 * 1024 * 1024,
         )
@@ -199,9 +241,11 @@ class FlareClient:
 
     @property
     def connected(self) -> bool:
+        """Authenticated and usable now (False while reconnecting and after ``close``)."""
         return self._connected.is_set()
 
     async def wait_connected(self, timeout: float | None = None) -> None:
+        """Wait until connected (e.g. after a drop, for the reconnect); raises ``TimeoutError``."""
         await asyncio.wait_for(self._connected.wait(), timeout)
 
     def _on_disconnected(self) -> None:
@@ -291,8 +335,14 @@ class FlareClient:
         cmid: str | None = None,
         attempts: int = 8,
     ) -> Ack:
-        """Send a message and return the server's ack (stored durably). Retries with the same client
-        message id on timeouts, disconnects and retryable errors."""
+        """Send a message to ``conv`` and return the server's ``Ack`` (``seq``, ``msg_id``, ``ts``,
+        ``duplicate``; ``body`` when the content filter masked it) once it is stored durably.
+
+        ``text`` makes a text body; otherwise pass ``body`` and ``kind`` (``text``, ``image``, ``file``,
+        ``voice``, ``video``, ``location``, ``custom``; docs/protocol.md "send"). ``cmid`` is the idempotency
+        key (a new UUID by default). Retried up to ``attempts`` times, with the same ``cmid``, on
+        timeouts, disconnects and retryable errors (429, 500, 503), so it is stored once; then the last
+        error is raised. Not retried: ``FlareError`` 403, 404, 413, 422, 451."""
         if body is None:
             body = {"text": text or ""}
         key = cmid or uuid.uuid4().hex
@@ -304,7 +354,9 @@ class FlareClient:
         return reply
 
     async def reply(self, conv: str, seq: int, text: str, **kwargs: Any) -> Ack:
-        """Send a text quoting message ``seq`` (the server attaches a snapshot of it)."""
+        """Send ``text`` quoting message ``seq`` of ``conv`` (the server puts a snapshot of it in
+        ``body.reply_to``). ``kwargs`` go to ``send`` (``cmid``, ``attempts``); retried like ``send``.
+        Raises ``FlareError`` 404 if ``seq`` is not a content message this user can read."""
         return await self.send(conv, body={"text": text, "reply_to": {"seq": seq}}, **kwargs)
 
     async def operate(
@@ -320,7 +372,9 @@ class FlareClient:
         attempts: int = 8,
     ) -> Ack:
         """Apply ``op`` (recall, delete, edit, react, unreact) to message ``seq``; a retry reuses the op
-        id, so the op applies once. Errors: 403, 404, 409 (``detail`` has the current version), 410."""
+        id, so the op applies once. Returns the ``Ack`` of the operation's event (its own ``seq``) with
+        ``target`` and the target's ``version`` afterwards. Retried like ``send``. Errors (``FlareError``,
+        not retried): 403, 404, 409 (``detail`` has the current version), 410, 422."""
         key = opid or uuid.uuid4().hex
         reply = await self._retrying(
             lambda: Op(
@@ -340,6 +394,8 @@ class FlareClient:
         return reply
 
     async def recall(self, conv: str, seq: int, **kwargs: Any) -> Ack:
+        """Recall message ``seq`` for everyone: its sender within ``recall_window_s`` (default 120 s), a
+        group's owner or admins at any time. Returns the event's ``Ack``; see ``operate`` for errors."""
         return await self.operate(conv, seq, "recall", **kwargs)
 
     async def delete(self, conv: str, seq: int, **kwargs: Any) -> Ack:
@@ -347,25 +403,39 @@ class FlareClient:
         return await self.operate(conv, seq, "delete", **kwargs)
 
     async def edit(self, conv: str, seq: int, text: str, base_version: int, **kwargs: Any) -> Ack:
+        """Replace the text of this user's text message ``seq``, made from version ``base_version``.
+        Returns the event's ``Ack`` (``version`` is the message's new version). Raises ``FlareError`` 409
+        when the message is no longer at ``base_version`` (``detail``: the current ``version``, ``body``,
+        ``edited_at``), 410 if it was recalled or deleted, 403 for someone else's message."""
         return await self.operate(conv, seq, "edit", body={"text": text}, base_version=base_version, **kwargs)
 
     async def react(self, conv: str, seq: int, emoji: str, *, remove: bool = False, **kwargs: Any) -> Ack:
+        """Add this user's ``emoji`` reaction to message ``seq`` (``remove=True``: take it back). Returns the
+        event's ``Ack``. Raises ``FlareError`` 409 when the reaction is already there (or, removing, is not)."""
         return await self.operate(conv, seq, "unreact" if remove else "react", emoji=emoji, **kwargs)
 
-    async def delete_for_me(self, conv: str, seq: int) -> Hidden:
-        """Hide message ``seq`` from this user on all of its devices."""
+    async def delete_for_me(self, conv: str, seq: int, *, attempts: int = 8) -> Hidden:
+        """Hide message ``seq`` from this user on all of its devices (nobody else is affected; no seq is
+        taken). Returns the ``Hidden`` change; the user's other devices get it through ``next_hidden``.
+        Retried like ``send`` (up to ``attempts`` times). Raises ``FlareError`` 404 for a seq this user
+        cannot read or an event."""
         opid = uuid.uuid4().hex
         reply = await self._retrying(
-            lambda: Op(id=next(self._ids), conv=conv, op="delete_for_me", target=seq, opid=opid), 8
+            lambda: Op(id=next(self._ids), conv=conv, op="delete_for_me", target=seq, opid=opid), attempts
         )
         assert isinstance(reply, Hidden)
         return reply
 
-    async def forward(self, conv: str, seqs: list[int], to: str, *, title: str = "", cmid: str | None = None) -> Ack:
-        """Copy messages of ``conv`` into ``to``: one as it is, several merged into one message."""
+    async def forward(
+        self, conv: str, seqs: list[int], to: str, *, title: str = "", cmid: str | None = None, attempts: int = 8
+    ) -> Ack:
+        """Copy messages ``seqs`` of ``conv`` into ``to``: one as it is, several merged into one ``merged``
+        message titled ``title``. Returns the ``Ack`` of the new message in ``to``; retried like ``send``
+        with ``cmid`` (up to ``attempts`` times). Raises ``FlareError`` 403/404 (not a member, not a readable
+        content message), 410 (a source was recalled or deleted), 413."""
         key = cmid or uuid.uuid4().hex
         reply = await self._retrying(
-            lambda: Forward(id=next(self._ids), conv=conv, seqs=seqs, to=to, cmid=key, title=title), 8
+            lambda: Forward(id=next(self._ids), conv=conv, seqs=seqs, to=to, cmid=key, title=title), attempts
         )
         assert isinstance(reply, Ack)
         self._own(reply.conv, reply.seq)
@@ -387,27 +457,36 @@ class FlareClient:
             self._spawn(self._fill(conv))
 
     async def read(self, conv: str, seq: int) -> None:
+        """Mark everything up to ``seq`` in ``conv`` as read (positions never move back). The user's other
+        devices, and in a direct conversation the peer, get a ``Receipt``. Sent once, not retried. Raises
+        ``FlareError`` 416 if ``seq`` is beyond the conversation, 403 for a non-member."""
         reply = await self._request(Read(id=next(self._ids), conv=conv, seq=seq))
         assert isinstance(reply, Ok)
 
     async def delivered(self, conv: str, seq: int) -> None:
+        """Report that this device has everything up to ``seq``; in a direct conversation the peer gets a
+        ``delivered`` receipt (nothing is pushed in groups). Sent once; errors as for ``read``."""
         reply = await self._request(Delivered(id=next(self._ids), conv=conv, seq=seq))
         assert isinstance(reply, Ok)
 
     async def readers(self, conv: str, seq: int) -> ReadersList:
-        """Who has read message ``seq`` of ``conv``."""
+        """Who has read message ``seq`` of ``conv``: ``ReadersList.read`` and ``.unread`` (current members,
+        without the sender and later joiners). Any member may ask, in groups too. Sent once. Raises
+        ``FlareError`` 416 for a seq this user cannot read, 403 for a non-member."""
         reply = await self._request(Readers(id=next(self._ids), conv=conv, seq=seq))
         assert isinstance(reply, ReadersList)
         return reply
 
     async def watch_presence(self, users: list[str]) -> list[PresenceState]:
-        """Watch these users' presence (replaces the previous list); returns their current states.
-        Changes then arrive through ``next_presence``."""
+        """Watch these users' presence (at most 1000; replaces the previous list, ``[]`` stops); returns
+        their current ``PresenceState``s (``user``, ``online``, ``last_seen``). Changes then arrive through
+        ``next_presence``. The list belongs to the connection: call it again after a reconnect."""
         reply = await self._request(PresenceSub(id=next(self._ids), users=users))
         assert isinstance(reply, PresenceList)
         return reply.items
 
     async def next_presence(self, timeout: float = 10.0) -> Presence:
+        """The next presence change of a watched user. Raises ``TimeoutError`` after ``timeout`` seconds."""
         return await asyncio.wait_for(self._presence.get(), timeout)
 
     async def update_settings(
@@ -420,7 +499,10 @@ class FlareClient:
         draft: str | None = None,
         clear_to: int | None = None,
     ) -> ConvSettings:
-        """Change this user's settings of ``conv``; the user's other devices get a ``conv_settings`` push."""
+        """Change this user's settings of ``conv``: only the arguments given change. ``draft=""`` clears the
+        draft; ``clear_to`` clears the history for this user up to that seq (never moves back). Returns the
+        resulting ``ConvSettings``; the user's other devices get it through ``next_settings``. Sent once.
+        Raises ``FlareError`` 403, 416 (``clear_to`` beyond the log), 422 (draft over 4096 characters)."""
         frame = UpdateSettings(
             id=next(self._ids), conv=conv, pinned=pinned, muted=muted, hidden=hidden, draft=draft, clear_to=clear_to
         )
@@ -429,25 +511,33 @@ class FlareClient:
         return reply
 
     async def next_settings(self, timeout: float = 10.0) -> ConvSettings:
+        """The next settings change made on another of this user's devices; raises ``TimeoutError``."""
         return await asyncio.wait_for(self._settings.get(), timeout)
 
     async def typing(self, conv: str) -> None:
         """Tell the other members of ``conv`` that this user is typing (ephemeral; the server forwards at
-        most one notice per user and conversation every couple of seconds)."""
+        most one notice per user and conversation every ``typing_interval_s``, 2 s by default; the ones
+        in between are answered but not forwarded). Sent once. Raises ``FlareError`` 403 for a non-member."""
         reply = await self._request(Typing(id=next(self._ids), conv=conv))
         assert isinstance(reply, Ok)
 
     async def next_typing(self, timeout: float = 10.0) -> TypingNotice:
+        """The next typing notice (``conv``, ``user``, ``device``) from another member; only the newest
+        1000 unread notices are kept. Raises ``TimeoutError`` after ``timeout`` seconds."""
         return await asyncio.wait_for(self._typing.get(), timeout)
 
     async def ping(self) -> int:
+        """Round trip to the server; returns its time in epoch ms."""
         reply = await self._request(Ping(id=next(self._ids)))
         assert isinstance(reply, Pong)
         return reply.ts
 
     async def sync(self, since: int | None = None, *, page: int = 100, recent: int = 0) -> list[ConvSummary]:
-        """Every conversation changed since ``since`` (default: the last sync), following pages; with
-        ``recent``, each with its newest messages."""
+        """Every conversation changed since list version ``since`` (default: the last sync's, 0 at first:
+        all of them), following pages of ``page`` entries; with ``recent`` (0-50), each with its newest
+        messages. Returns the ``ConvSummary``s in ascending version order (``unread``, ``read_seq``,
+        ``max_seq``, ``last``, settings ...) and remembers the new version; ``hidden_seqs`` also go to
+        ``next_hidden``. Does not pull messages (``catch_up`` does). Not retried."""
         version = self.version if since is None else since
         out: list[ConvSummary] = []
         while True:
@@ -465,7 +555,8 @@ class FlareClient:
 
     async def restore(self, *, first: int = 20, recent: int = 20) -> list[ConvSummary]:
         """A new device: the ``first`` most recently active conversations with their ``recent`` newest
-        messages in one round trip ("fast" sync), then the rest of the list. Most recent first."""
+        messages in one round trip ("fast" sync), then the rest of the list. Most recent first. The
+        ``recent`` messages are only returned, not yielded by ``messages()``. Not retried."""
         reply = await self._request(Sync(id=next(self._ids), limit=first, strategy="fast", recent=recent))
         assert isinstance(reply, Convs)
         head = reply.items
@@ -476,12 +567,17 @@ class FlareClient:
     async def pull(
         self, conv: str, *, after: int | None = None, before: int | None = None, limit: int = 50
     ) -> Messages:
+        """One page of ``conv`` (at most ``limit``, 1-500), ascending by seq, messages in their current
+        state: with ``after``, the oldest above it; without, the newest (below ``before`` if given).
+        ``Messages.more`` says whether more remain in that direction. Sent once. Raises ``FlareError`` 416
+        (``after`` beyond ``max_seq``), 410 (below this user's floor; ``detail``: ``min_seq``), 403."""
         reply = await self._request(Pull(id=next(self._ids), conv=conv, after=after, before=before, limit=limit))
         assert isinstance(reply, Messages)
         return reply
 
     async def history(self, conv: str, *, after: int = 0, page: int = 200) -> list[Message]:
-        """Every message of ``conv`` this user may read with seq > ``after``, ascending."""
+        """Every message of ``conv`` this user may read with seq > ``after``, ascending, pulled in pages of
+        ``page``. Errors as for ``pull``."""
         out: list[Message] = []
         while True:
             reply = await self.pull(conv, after=after, limit=page)
@@ -506,21 +602,29 @@ class FlareClient:
         return changed
 
     def local_max_seq(self, conv: str) -> int:
+        """The highest seq of ``conv`` up to which this client has seen every message (0 if none)."""
         return self._convs[conv].contiguous if conv in self._convs else 0
 
     # ------------------------------------------------------------------ incoming
 
     async def messages(self) -> AsyncIterator[Message]:
+        """Incoming messages and operation events, forever: once each, in seq order per conversation
+        (gaps are pulled first). Other users' and this user's other devices' only, unless ``echo_own``."""
         while True:
             yield await self._inbox.get()
 
     async def next_message(self, timeout: float = 10.0) -> Message:
+        """The next item of ``messages()``; raises ``TimeoutError`` after ``timeout`` seconds."""
         return await asyncio.wait_for(self._inbox.get(), timeout)
 
     async def next_receipt(self, timeout: float = 10.0) -> Receipt:
+        """The next read or delivered receipt (``conv``, ``user``, ``kind``, ``seq``, ``device``): the peer's,
+        or this user's on another device. Receipts are not replayed after a reconnect. Raises
+        ``TimeoutError`` after ``timeout`` seconds."""
         return await asyncio.wait_for(self._receipts.get(), timeout)
 
     def pending_messages(self) -> int:
+        """How many messages are queued for ``messages()``/``next_message()``."""
         return self._inbox.qsize()
 
     def _on_data(self, data: bytes) -> None:
@@ -529,6 +633,8 @@ class FlareClient:
         except FlareError as exc:
             log.warning("undecodable frame from server: %s", exc)
             return
+        if self.on_frame is not None:
+            self.on_frame(frame)
         if isinstance(frame, Msg):
             self._seen(frame.conv, frame.seq, message_from_msg(frame))
         elif isinstance(frame, Receipt):

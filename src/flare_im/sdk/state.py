@@ -14,17 +14,27 @@ import msgspec
 from flare_im.backends.message_log.changes import edit_refs, unquoted
 from flare_im.protocol.frames import Hidden, Message
 
-GONE = ("recalled", "deleted")
+GONE = ("recalled", "deleted")  # message states whose content was removed for everyone
 _STATE = {"recall": "recalled", "delete": "deleted"}
 _replace = msgspec.structs.replace
 
 
 class ConversationView:
+    """Messages of every conversation fed to it, in their current state, plus what this user hid.
+
+    ``messages[conv][seq]`` is the ``Message`` as it should be shown (operation events are kept at their
+    own seqs too); ``hidden[conv]`` is the set of seqs deleted for this user. Not thread-safe, no I/O.
+    """
+
     def __init__(self) -> None:
         self.messages: dict[str, dict[int, Message]] = {}  # conv -> seq -> message, current state
         self.hidden: dict[str, set[int]] = {}  # conv -> seqs deleted for me
 
     def apply(self, event: Message) -> None:
+        """Add a message or operation event; an event also changes its target (recall and delete empty it
+        and scrub quotes and edit events of it, edit replaces its body if newer, react/unreact change its
+        reactions). Feed events in seq order per conversation, as ``FlareClient.messages()`` yields them;
+        a seq already applied is ignored."""
         conv = self.messages.setdefault(event.conv, {})
         if event.seq in conv:
             return
@@ -65,6 +75,8 @@ class ConversationView:
             conv[target_seq] = _replace(target, reactions=reactions)
 
     def apply_hidden(self, hidden: Hidden) -> None:
+        """Mark ``hidden.seqs`` as deleted for this user: held copies become tombstones (``state="hidden"``,
+        empty body), and so do those seqs when they arrive later. Idempotent."""
         seqs = self.hidden.setdefault(hidden.conv, set())
         seqs.update(hidden.seqs)
         conv = self.messages.get(hidden.conv, {})

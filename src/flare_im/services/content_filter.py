@@ -2,8 +2,12 @@
 and edit paths.
 
 A rule matches a *word* (the text contains it, ignoring case; no word boundaries, so it works for languages
-written without spaces) or a *regex*. Its action *blocks* the message (error 451, nothing is stored) or
-*masks* each match with asterisks. Block rules are checked first; then every mask rule is applied.
+written without spaces) or a *regex*. Regex rules run on RE2, whose search time is linear in the text whatever
+the pattern: an administrator's ``(a+)+$`` cannot stall the send path as it would with Python's backtracking
+``re``. RE2 has no backreferences or lookaround; such a pattern is refused when the rule is written.
+
+A rule's action *blocks* the message (error 451, nothing is stored) or *masks* each match with asterisks.
+Block rules are checked first; then every mask rule is applied.
 
 Each node keeps the rules compiled in memory and reloads them when the rules' revision moves: at once on the
 node that changed them, and within ``refresh_s`` on every other node (one primary-key read per interval).
@@ -18,6 +22,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import re2
+
 from flare_im.aio import Repeater
 from flare_im.backends.relational.base import FilterRule, RuleStore
 from flare_im.ids import now_ms
@@ -29,6 +35,24 @@ MATCHES = ("word", "regex")
 ACTIONS = ("block", "mask")
 FILTERED_FIELDS = ("text", "name", "address")  # body fields people read as text (text, file, location)
 MAX_PATTERN = 512
+# RE2's program memory per pattern (its default is 8 MiB): a pattern with huge counted repetitions is refused.
+REGEX_MAX_MEM = 2 << 20
+
+
+def _regex_options() -> Any:
+    options = re2.Options()
+    options.max_mem = REGEX_MAX_MEM
+    options.log_errors = False  # RE2 would print a bad pattern to stderr, outside our logs; we raise instead
+    return options
+
+
+_REGEX_OPTIONS = _regex_options()
+
+
+def compile_regex(pattern: str) -> Any:
+    """``pattern`` compiled by RE2 (linear-time search), or ``re2.error``. The object has ``search`` and ``sub``
+    as ``re.Pattern`` does."""
+    return re2.compile(pattern, _REGEX_OPTIONS)
 
 
 def check_rule(rule: FilterRule) -> None:
@@ -41,9 +65,12 @@ def check_rule(rule: FilterRule) -> None:
         raise invalid(f"pattern must be 1-{MAX_PATTERN} characters, not only spaces")
     if rule.match == "regex":
         try:
-            compiled = re.compile(rule.pattern)
-        except re.error as exc:
-            raise invalid(f"pattern is not a valid regular expression: {exc}") from None
+            compiled = compile_regex(rule.pattern)
+        except re2.error as exc:
+            reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else exc
+            raise invalid(
+                f"pattern is not a valid regular expression for RE2 (no backreferences or lookaround): {reason}"
+            ) from None
         if compiled.search(""):
             raise invalid("a regex pattern must not match the empty text")
 
@@ -68,19 +95,25 @@ def _word_pattern(words: Iterable[str]) -> str:
         node[""] = {}  # end of a word
 
     def build(node: dict[str, Any]) -> str:
+        # A run of single characters is written in a loop, so a long word (a rule's pattern is up to 512
+        # characters) recurses once per branching point, not once per character.
+        chain = ""
+        while len(node) == 1 and "" not in node:
+            char, node = next(iter(node.items()))
+            chain += re.escape(char)
         ends = "" in node
         branches = [re.escape(char) + build(child) for char, child in sorted(node.items()) if char]
         if not branches:
-            return ""
+            return chain
         body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
         if ends:  # a word ends here and longer ones go on: the longer match is taken first
-            return f"(?:{body})?"
-        return body
+            return f"{chain}(?:{body})?"
+        return chain + body
 
     return build(trie)
 
 
-def _stars(match: re.Match[str]) -> str:
+def _stars(match: Any) -> str:
     return "*" * len(match.group())
 
 
@@ -94,7 +127,7 @@ class _Matcher:
 
     words: re.Pattern[str] | None = None
     words_any_case: re.Pattern[str] | None = None
-    regexes: tuple[re.Pattern[str], ...] = ()
+    regexes: tuple[Any, ...] = ()  # RE2 patterns (compile_regex)
 
     @classmethod
     def of(cls, rules: list[FilterRule]) -> _Matcher:
@@ -103,13 +136,19 @@ class _Matcher:
         for rule in rules:
             if rule.match == "regex":
                 try:
-                    regexes.append(re.compile(rule.pattern))
-                except re.error:  # written by another version, or by hand: skipped, not fatal
-                    log.warning("content filter: rule %s has an invalid regex, ignored", rule.rule_id)
+                    regexes.append(compile_regex(rule.pattern))
+                except re2.error:  # written by another version, or by hand: skipped, not fatal
+                    log.warning("content filter: rule %s is not a valid RE2 regex, ignored", rule.rule_id)
         if not words:
             return cls(regexes=tuple(regexes))
-        trie = _word_pattern(words)
-        return cls(re.compile(trie), re.compile(trie, re.IGNORECASE), tuple(regexes))
+        try:
+            pattern = _word_pattern(words)
+            return cls(re.compile(pattern), re.compile(pattern, re.IGNORECASE), tuple(regexes))
+        except RecursionError:
+            # Hundreds of words that are prefixes of one another nest the trie deeper than Python's parser
+            # recurses. One flat alternation, longest word first, finds the same matches, more slowly.
+            pattern = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+            return cls(re.compile(pattern), re.compile(pattern, re.IGNORECASE), tuple(regexes))
 
     @property
     def empty(self) -> bool:
@@ -146,6 +185,10 @@ class ContentFilter:
         self._block = _Matcher()
         self._mask = _Matcher()
         self._active = False  # any enabled rule
+        # Decisions while any rule is enabled (read by /metrics): screened = passed + masked + blocked.
+        self.screened = 0
+        self.masked = 0
+        self.blocked = 0
         # A failed reload keeps the rules we have.
         self._refresher = Repeater(self.reload, refresh_s, what="reloading the content-filter rules")
 
@@ -154,19 +197,24 @@ class ContentFilter:
         a mask rule matched. Raises 451 when a block rule matched."""
         if not self._active:
             return body
+        self.screened += 1
         masked: dict[str, Any] | None = None
         for field in FILTERED_FIELDS:
             text = body.get(field)
             if not isinstance(text, str) or not text:
                 continue
             if self._block.search(text):
+                self.blocked += 1
                 raise FlareError(ErrorCode.BLOCKED, "the message was refused by the content filter")
             if not self._mask.empty:
                 clean = self._mask.mask(text)
                 if clean != text:
                     masked = masked if masked is not None else dict(body)
                     masked[field] = clean
-        return body if masked is None else masked
+        if masked is None:
+            return body
+        self.masked += 1
+        return masked
 
     # ---------------------------------------------------------------- rule management (admin)
 

@@ -1,14 +1,15 @@
 """Devices' push targets (N2): where the notification service reaches each device of a user.
 
-An app registers its device's token with the provider it uses (APNs, FCM or Web Push) after login and again
-whenever the provider hands it a new one; it removes the registration at logout. Registering a token that
+An app registers its device's token with the provider it uses (APNs, FCM or Web Push, or ``webhook``: the token
+of a provider Flare does not speak, which the operator's webhook receiver relays) after login and again whenever
+the provider hands it a new one; it removes the registration at logout. Registering a token that
 another user or device registered before moves it (one installation, one owner).
 """
 
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit
+from collections.abc import Callable
 
 import msgspec
 
@@ -17,9 +18,14 @@ from flare_im.ids import now_ms
 from flare_im.protocol.errors import invalid
 from flare_im.protocol.frames import DeviceId
 
-PROVIDERS = ("apns", "fcm", "webpush")
+PROVIDERS = ("apns", "fcm", "webpush", "webhook")
 _APNS_TOKEN = re.compile(r"[0-9a-f]{64,200}")
 _FCM_TOKEN = re.compile(r"[A-Za-z0-9_:\-.]{20,4096}")
+_WEBHOOK_TOKEN = re.compile(r"[\x21-\x7e]{1,4096}")  # printable ASCII, no spaces: JPush, Huawei, Xiaomi … tokens
+# A Web Push endpoint: an https URL of printable ASCII whose host is a name (and port), as the push services give
+# (not \S: JSON Schema's and Python's differ on which characters are spaces).
+WEBPUSH_ENDPOINT = r"^https://[-.A-Za-z0-9]+(?::[0-9]{1,5})?(?:[/?#][!-~]*)?$"
+_WEBPUSH_ENDPOINT = re.compile(WEBPUSH_ENDPOINT)
 _BASE64URL = re.compile(r"[A-Za-z0-9_\-]+=*")
 _LOCALE = re.compile(r"[A-Za-z]{2,8}(?:[-_][A-Za-z0-9]{1,8})*")
 
@@ -45,9 +51,11 @@ def _normalized_token(provider: str, token: str, keys: dict[str, str] | None) ->
     elif provider == "fcm":
         if not _FCM_TOKEN.fullmatch(token):
             raise invalid("an FCM token is the registration token (20-4096 characters of [A-Za-z0-9_:-.])")
+    elif provider == "webhook":
+        if not _WEBHOOK_TOKEN.fullmatch(token):
+            raise invalid("a webhook token is the device's token at its provider (1-4096 printable ASCII, no spaces)")
     else:
-        url = urlsplit(token)
-        if url.scheme != "https" or not url.netloc or len(token) > 2048:
+        if not _WEBPUSH_ENDPOINT.fullmatch(token) or len(token) > 2048:
             raise invalid("a Web Push token is the subscription's endpoint, an https URL of at most 2048 characters")
         if keys is None:
             raise invalid("a Web Push registration needs keys {p256dh, auth} from the browser's subscription")
@@ -65,8 +73,10 @@ def _normalized_token(provider: str, token: str, keys: dict[str, str] | None) ->
 
 
 class DeviceService:
-    def __init__(self, devices: DeviceStore) -> None:
+    def __init__(self, devices: DeviceStore, *, on_change: Callable[[str], None] | None = None) -> None:
+        """``on_change(uid)``: after a user's registrations changed (the notification service's cache)."""
         self._devices = devices
+        self._on_change = on_change
 
     async def register_push(
         self,
@@ -89,11 +99,19 @@ class DeviceService:
             raise invalid("locale must be a language tag such as en or pt-BR")
         target = PushTarget(uid, device, provider, token, app_id, keys_json, locale, now_ms())
         await self._devices.put_push_target(target)
+        self._changed(uid)
         return target
 
     async def unregister_push(self, uid: str, device: str) -> bool:
         _check_device(device)
-        return await self._devices.delete_push_target(uid, device)
+        deleted = await self._devices.delete_push_target(uid, device)
+        self._changed(uid)
+        return deleted
+
+    def _changed(self, uid: str) -> None:
+        # A registration may have moved from another user (one token, one owner): everyone's entries are stale.
+        if self._on_change is not None:
+            self._on_change(uid)
 
     async def push_targets(self, uid: str) -> list[PushTarget]:
         return await self._devices.push_targets([uid])

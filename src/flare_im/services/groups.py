@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from flare_im.backends.message_log.base import MessageLog
 from flare_im.backends.relational.base import AlreadyExists, Group, GroupStore, Member, UserStore
+from flare_im.identity import check_text
 from flare_im.ids import VersionClock, now_ms
 from flare_im.protocol.errors import ErrorCode, FlareError, forbidden, invalid, not_found
 from flare_im.services.conversations import ConversationService, check_id, group_conv
@@ -36,7 +38,10 @@ class GroupService:
         log: MessageLog,
         clock: VersionClock,
         max_members: int = 10_000,
+        limit_of: Callable[[str], Awaitable[int]] | None = None,
     ) -> None:
+        """``max_members``: the server's member limit; ``limit_of(conv)``: a group's own limit where it has one
+        (services/joins.py), else 0."""
         self._groups = groups
         self._users = users
         self._conversations = conversations
@@ -44,13 +49,14 @@ class GroupService:
         self._log = log
         self._clock = clock
         self._max_members = max_members
+        self._limit_of = limit_of
 
     async def create(
         self, owner: str, *, name: str, avatar: str = "", members: list[str], gid: str | None = None
     ) -> GroupInfo:
         _check_info(name, avatar)
         gid = check_id(gid, "group id") if gid else secrets.token_hex(8)
-        others = [u for u in dict.fromkeys(members) if u != owner]
+        others = [u for u in dict.fromkeys(_user_ids(members)) if u != owner]
         if len(others) + 1 > self._max_members:
             raise invalid(f"a group holds at most {self._max_members} members")
         await self._require_users(others)
@@ -103,13 +109,15 @@ class GroupService:
     async def add_members(self, actor: str, gid: str, uids: list[str]) -> list[str]:
         """Add users (owner/admin only); returns those that were not members yet."""
         conv = group_conv(check_id(gid, "group id"))
+        uids = _user_ids(uids)
         await self._require_role(actor, conv, (OWNER, ADMIN))
         current = {m.uid for m in await self._conversations.members(conv)}
         new = [u for u in dict.fromkeys(uids) if u not in current]
         if not new:
             return []
-        if len(current) + len(new) > self._max_members:
-            raise invalid(f"a group holds at most {self._max_members} members")
+        limit = (await self._limit_of(conv) if self._limit_of is not None else 0) or self._max_members
+        if len(current) + len(new) > limit:
+            raise invalid(f"this group holds at most {limit} members")
         await self._require_users(new)
         join_seq = await self._log.max_seq(conv)
         await self._clock.stamped(
@@ -122,6 +130,7 @@ class GroupService:
 
     async def remove_member(self, actor: str, gid: str, uid: str) -> None:
         conv = group_conv(check_id(gid, "group id"))
+        uid = check_id(uid, "user id")
         actor_role = await self._require_role(actor, conv, (OWNER, ADMIN))
         target = await self._role_of(uid, conv)
         if target is None:
@@ -130,8 +139,12 @@ class GroupService:
             raise invalid("use leave to leave a group")
         if target == OWNER or (target == ADMIN and actor_role != OWNER):
             raise forbidden(f"an {actor_role} cannot remove an {target}")
-        await self._notify(actor, conv, {"event": "member_removed", "actor": actor, "users": [uid]})
+        # The removed member hears of it too, but only once it is recorded: a client that syncs on the notice must
+        # find itself gone.
+        recipients = [m.uid for m in await self._conversations.members(conv)]
         await self._clock.stamped(lambda v: self._conversations.remove_member(conv, uid, v))
+        body = {"event": "member_removed", "actor": actor, "users": [uid]}
+        await self._router.send_system(actor, conv, body, recipients)
 
     async def leave(self, uid: str, gid: str) -> None:
         conv = group_conv(check_id(gid, "group id"))
@@ -145,14 +158,16 @@ class GroupService:
                 await self._notify(
                     uid, conv, {"event": "role_changed", "actor": uid, "users": [heir.uid], "role": OWNER}
                 )
-        await self._notify(uid, conv, {"event": "member_left", "actor": uid, "users": [uid]})
+        recipients = [m.uid for m in await self._conversations.members(conv)]
         await self._clock.stamped(lambda v: self._conversations.remove_member(conv, uid, v))
+        await self._router.send_system(uid, conv, {"event": "member_left", "actor": uid, "users": [uid]}, recipients)
 
     async def set_role(self, actor: str, gid: str, uid: str, role: str) -> None:
         """Owner only. Giving ``owner`` transfers ownership (the old owner becomes admin)."""
         if role not in ROLES:
             raise invalid(f"role must be one of {', '.join(ROLES)}")
         conv = group_conv(check_id(gid, "group id"))
+        uid = check_id(uid, "user id")
         await self._require_role(actor, conv, (OWNER,))
         if await self._role_of(uid, conv) is None:
             raise not_found("not a member of this group")
@@ -192,7 +207,14 @@ class GroupService:
             raise not_found(f"no such user: {', '.join(missing[:5])}")
 
 
+def _user_ids(uids: list[str]) -> list[str]:
+    """The ids in normal form (flare_im.identity); FlareError 422 on the first that is not an id."""
+    return [check_id(u, "user id") for u in uids]
+
+
 def _check_info(name: str, avatar: str) -> None:
+    check_text(name, "group name")
+    check_text(avatar, "avatar")
     if not name.strip() or len(name) > MAX_NAME:
         raise invalid(f"group name must be 1-{MAX_NAME} characters")
     if len(avatar) > MAX_AVATAR:

@@ -20,10 +20,13 @@ from flare_im.backends.relational.base import MembershipStore
 from flare_im.ids import VersionClock, now_ms
 from flare_im.protocol.errors import ErrorCode, FlareError, forbidden, invalid
 from flare_im.protocol.frames import Hidden, Message
+from flare_im.protocol.values import MAX_STORED_DEPTH, check_body
 from flare_im.services.content_filter import ContentFilter
-from flare_im.services.conversations import GROUP, ConversationService, parse_conv
+from flare_im.services.conversations import DIRECT, GROUP, ConversationService, parse_conv
+from flare_im.services.media import MediaService, media_ids_of
 from flare_im.services.message_kinds import MERGED, OP_KINDS, SERVER_KEYS, check_size, is_content, validate_body
 from flare_im.services.router import Fanout, MessageRouter, edit_conflict
+from flare_im.services.safety import SafetyCache
 
 RECALL, DELETE, EDIT, REACT, UNREACT, DELETE_FOR_ME = "recall", "delete", "edit", "react", "unreact", "delete_for_me"
 MAX_REACTION_KINDS = 50  # distinct emoji on one message
@@ -45,6 +48,8 @@ def gone(message: Message) -> FlareError:
 
 
 class MessageOperations:
+    media: MediaService | None = None  # set by the composition root: a recall releases the message's media
+
     def __init__(
         self,
         *,
@@ -57,6 +62,7 @@ class MessageOperations:
         recall_window_s: float,
         max_body_bytes: int,
         content_filter: ContentFilter | None = None,
+        safety: SafetyCache | None = None,
     ) -> None:
         self._conversations = conversations
         self._memberships = memberships
@@ -67,6 +73,7 @@ class MessageOperations:
         self._recall_window_ms = int(recall_window_s * 1000)
         self._max_body_bytes = max_body_bytes
         self._filter = content_filter
+        self._safety = safety  # blocks: a blocked user neither edits nor reacts in the direct conversation
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def apply(
@@ -94,6 +101,8 @@ class MessageOperations:
             if prior is not None:
                 return _result(prior, duplicate=True)
             recipients = await self._conversations.recipients_for_send(uid, conv)
+            if self._safety is not None and op in (EDIT, REACT):
+                self._safety.check_direct(uid, conv, recipients)
             member = await self._conversations.member_for_read(uid, conv)
             message = await self._target(conv, target, floor=max(member.join_seq, member.cleared_seq))
             refs = {"target": target, "target_id": message.msg_id}
@@ -111,7 +120,27 @@ class MessageOperations:
                 change = _reaction(uid, message, emoji, op == REACT)
                 event = {**refs, "emoji": emoji}
             stored = await self._router.append_op(uid, conv, opid, op, event, change, recipients, device=device)
+            if op in (RECALL, DELETE) and self.media is not None and media_ids_of(message.kind, message.body):
+                await self.media.released(conv, target)
         return OpResult(event=stored, target=target, version=change.version, duplicate=False)
+
+    async def recall_for_moderation(self, conv: str, seq: int, reason: str) -> bool:
+        """The server recalls a message (a moderation verdict on its media came after it was sent): no window and
+        no permission check. The event names its sender as actor and carries ``reason``; False if already gone."""
+        async with self._conversation_lock(conv):
+            found = await self._log.get(conv, [seq])
+            if not found or not is_content(found[0].kind) or found[0].state in GONE_STATES:
+                return False
+            message = found[0]
+            ref = parse_conv(conv)
+            recipients = ref.users if ref.kind == DIRECT else [m.uid for m in await self._conversations.members(conv)]
+            change = Change(target=seq, version=message.version + 1, state=_STATES[RECALL])
+            event = {"target": seq, "target_id": message.msg_id, "version": change.version, "reason": reason}
+            opid = f"moderation-{message.msg_id}"
+            await self._router.append_op(message.sender, conv, opid, RECALL, event, change, recipients)
+        if self.media is not None:
+            await self.media.released(conv, seq)
+        return True
 
     async def hide(self, uid: str, device: str, conv: str, seqs: list[int]) -> Hidden:
         """Delete for me: hide messages from this user on all of its devices (no event in the log)."""
@@ -163,6 +192,8 @@ class MessageOperations:
                 for m in sources
             ]
             body, kind = {"title": title, "items": items}, MERGED
+        # Merging merged messages nests them deeper each time: past what the server stores, 422 (path in the new body).
+        check_body(body, "$", MAX_STORED_DEPTH)
         check_size(body, self._max_body_bytes)
         return await self._router.send(uid, to, cmid, kind, body, device=device, trusted=True)
 

@@ -2,8 +2,11 @@
 
 Derived from the user's connections. Changes go to the connections that subscribed to the user. Flapping
 is debounced: a user whose last device drops is announced offline only after ``debounce_s`` without a
-reconnect, so a quick reconnect produces no event at all. On one node last-seen times are kept in memory
-(after a restart a user's last seen is unknown, 0, until they connect again).
+reconnect, so a quick reconnect produces no event at all. The announced last-seen time is when the last
+connection closed, not when the debounce ended. On one node last-seen times are kept in memory, for the
+``max_last_seen`` users who went offline most recently: an older one, like every one after a restart, is
+unknown (0) until the user connects and leaves again. With several nodes the route table keeps them, and a
+subscription reads the ones this node does not have from it.
 
 With several nodes a ``relay`` (gateway/cluster.py) connects the nodes' views: a node announces its
 changes to the others, asks the route table before announcing a user offline (a device may be connected
@@ -13,6 +16,7 @@ elsewhere), and fills a new subscription's states from the route table.
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
@@ -21,6 +25,7 @@ from flare_im.protocol.errors import invalid
 from flare_im.protocol.frames import PresenceState
 
 MAX_SUBSCRIPTIONS = 1000  # users one connection may watch
+DEFAULT_MAX_LAST_SEEN = 100_000
 
 
 class Watcher(Protocol):
@@ -47,17 +52,28 @@ class PresenceRelay(Protocol):
 
 class PresenceService:
     def __init__(
-        self, is_online: Callable[[str], bool], *, debounce_s: float, relay: PresenceRelay | None = None
+        self,
+        is_online: Callable[[str], bool],
+        *,
+        debounce_s: float,
+        relay: PresenceRelay | None = None,
+        max_last_seen: int = DEFAULT_MAX_LAST_SEEN,
     ) -> None:
+        """``max_last_seen``: users whose last-seen time is kept (the ones set longest ago are dropped)."""
+        if max_last_seen < 1:
+            raise ValueError("max_last_seen must be at least 1")
         self._relay = relay
         self._tasks: set[asyncio.Task[None]] = set()
         self._is_online = is_online  # does the user have a connected device (the hub)
         self._debounce_s = debounce_s
         self._announced_online: set[str] = set()
-        self._last_seen: dict[str, int] = {}
-        self._pending_offline: dict[str, asyncio.TimerHandle] = {}
+        self._max_last_seen = max_last_seen
+        self._last_seen: OrderedDict[str, int] = OrderedDict()  # user -> ms, set longest ago first
+        self._pending_offline: dict[str, tuple[asyncio.TimerHandle, int]] = {}  # user -> (timer, left at ms)
         self._watchers: dict[str, set[Watcher]] = {}  # watched user -> connections
         self._watching: dict[Watcher, set[str]] = {}  # connection -> watched users
+        # Told (user, online, last_seen) when this node sees a user come online or go offline (webhooks).
+        self.on_local_change: Callable[[str, bool, int], None] | None = None
 
     def state(self, user: str) -> PresenceState:
         online = user in self._announced_online
@@ -67,44 +83,49 @@ class PresenceService:
         """A device of ``user`` authenticated."""
         pending = self._pending_offline.pop(user, None)
         if pending is not None:
-            pending.cancel()  # back within the debounce time: nobody was told it left
+            pending[0].cancel()  # back within the debounce time: nobody was told it left
             return
         if user not in self._announced_online:
             self._announced_online.add(user)
             self._publish(user, tell_others=True)
+            if self.on_local_change is not None:
+                self.on_local_change(user, True, 0)
 
     def disconnected(self, user: str) -> None:
         """A device of ``user`` left; when it was the last one, announce offline after the debounce."""
         if self._is_online(user) or user in self._pending_offline or user not in self._announced_online:
             return
-        loop = asyncio.get_running_loop()
-        self._pending_offline[user] = loop.call_later(self._debounce_s, self._went_offline, user)
+        left_at = now_ms()  # last seen: now, when the last connection closed (not when the debounce ends)
+        timer = asyncio.get_running_loop().call_later(self._debounce_s, self._went_offline, user, left_at)
+        self._pending_offline[user] = (timer, left_at)
 
-    def _went_offline(self, user: str) -> None:
+    def _went_offline(self, user: str, left_at: int) -> None:
         self._pending_offline.pop(user, None)
         if self._is_online(user):
             return
         if self._relay is not None:
-            task = asyncio.ensure_future(self._offline_unless_elsewhere(self._relay, user))
+            task = asyncio.ensure_future(self._offline_unless_elsewhere(self._relay, user, left_at))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             return
-        self._mark_offline(user, now_ms(), tell_others=False)
+        self._mark_offline(user, left_at, tell_others=False, local=True)
 
-    async def _offline_unless_elsewhere(self, relay: PresenceRelay, user: str) -> None:
+    async def _offline_unless_elsewhere(self, relay: PresenceRelay, user: str, left_at: int) -> None:
         try:
             elsewhere = await relay.online_elsewhere(user)
         except Exception:  # the route table is unreachable: say what this node knows
             elsewhere = False
         if not elsewhere and not self._is_online(user):
-            self._mark_offline(user, now_ms(), tell_others=True)
+            self._mark_offline(user, left_at, tell_others=True, local=True)
 
-    def _mark_offline(self, user: str, last_seen: int, *, tell_others: bool) -> None:
+    def _mark_offline(self, user: str, last_seen: int, *, tell_others: bool, local: bool = False) -> None:
         if user not in self._announced_online:
             return
         self._announced_online.discard(user)
-        self._last_seen[user] = last_seen
+        self._set_last_seen(user, last_seen)
         self._publish(user, tell_others=tell_others)
+        if local and self.on_local_change is not None:
+            self.on_local_change(user, False, last_seen)
 
     def remote(self, state: PresenceState) -> None:
         """Another node saw ``state.user`` come online or go offline."""
@@ -129,8 +150,22 @@ class PresenceService:
             if state.online:
                 self._announced_online.add(user)
             elif state.last_seen:
-                self._last_seen[user] = max(self._last_seen.get(user, 0), state.last_seen)
-        return [self.state(s.user) for s in states]
+                self._set_last_seen(user, max(self._last_seen.get(user, 0), state.last_seen))
+        current = [self.state(s.user) for s in states]
+        # More users than the cache keeps: the ones it dropped just now are answered from what was read.
+        return [
+            PresenceState(user=s.user, online=False, last_seen=found[s.user].last_seen)
+            if not s.online and s.user in found and found[s.user].last_seen > s.last_seen
+            else s
+            for s in current
+        ]
+
+    def _set_last_seen(self, user: str, ms: int) -> None:
+        last_seen = self._last_seen
+        last_seen[user] = ms
+        last_seen.move_to_end(user)
+        if len(last_seen) > self._max_last_seen:
+            last_seen.popitem(last=False)
 
     def subscribe(self, watcher: Watcher, users: Iterable[str]) -> list[PresenceState]:
         """Replace ``watcher``'s subscription with ``users``; returns their current states."""

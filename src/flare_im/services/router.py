@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Coroutine, Iterable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
@@ -17,15 +18,24 @@ from flare_im.backends.ratelimit.base import RateLimiter
 from flare_im.backends.relational.base import MembershipStore
 from flare_im.backends.sequencer.base import Sequencer
 from flare_im.ids import Snowflake, VersionClock, now_ms
+from flare_im.observability import tracing
+from flare_im.observability.stats import SendStages
 from flare_im.protocol.errors import ErrorCode, FlareError
 from flare_im.protocol.frames import ConvSettings, Hidden, Message, Receipt, TypingNotice
 from flare_im.services.content_filter import ContentFilter
 from flare_im.services.conversations import ConversationService
 from flare_im.services.idempotency import IdempotencyCache
+from flare_im.services.media import MediaService, media_ids_of
 from flare_im.services.message_kinds import SYSTEM as SYSTEM_KIND
 from flare_im.services.message_kinds import check_size, is_content, snippet, validate_body
+from flare_im.services.priority import UrgentSends, is_call
+from flare_im.services.safety import SafetyCache
+from flare_im.services.spam import SpamGuard
 
 log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from flare_im.services.webhooks import Webhooks
 
 CLAIM_TTL_S = 8.0  # how long a node's claim on (sender, cmid) lasts while it stores the message
 
@@ -55,6 +65,9 @@ class Fanout(Protocol):
 
 
 class MessageRouter:
+    # Uploaded media (services/media.py), set by the composition root: a body naming media_id is resolved.
+    media: MediaService | None = None
+
     def __init__(
         self,
         *,
@@ -72,6 +85,9 @@ class MessageRouter:
         rate_limiter: RateLimiter | None = None,
         user_send_rate_per_s: int = 0,
         content_filter: ContentFilter | None = None,
+        webhooks: Webhooks | None = None,
+        safety: SafetyCache | None = None,
+        spam: SpamGuard | None = None,
     ) -> None:
         self._conversations = conversations
         self._memberships = memberships
@@ -89,6 +105,12 @@ class MessageRouter:
         self._rate = rate_limiter if user_send_rate_per_s > 0 else None
         self._user_rate = user_send_rate_per_s
         self._filter = content_filter
+        self.stages = SendStages()  # read by /metrics
+        self._sends = 0  # send() calls: which ones the stage histograms sample
+        self._webhooks = webhooks  # before_send endpoints (services/webhooks.py): an empty tuple when none
+        self._safety = safety  # blocks and group mutes (services/safety.py): in-memory lookups, no await
+        self._spam = spam  # anti-spam (services/spam.py): None unless a rule is configured
+        self.urgent = UrgentSends()  # urgent sends under way (the broadcaster waits for none)
 
     async def send(
         self,
@@ -104,39 +126,74 @@ class MessageRouter:
         """Store and fan out one message; returns it with ``True`` when this was a retry of an already
         stored one (then nothing new is stored or pushed). Returns only once the message is durable.
         ``trusted``: the body was built by the server (a forward), only its size is checked."""
-        key = (sender, cmid)
-        known = self._idempotency.get(key)
-        if known is not None:
-            if isinstance(known, asyncio.Future):
-                return await asyncio.shield(known), True
-            return known, True
-        if self._rate is not None and not await self._rate.hit(f"send:{sender}", self._user_rate, 1.0):
-            raise FlareError(ErrorCode.RATE_LIMITED, f"more than {self._user_rate} messages/s from this user")
-        if trusted:
-            check_size(body, self._max_body_bytes)
-        else:
-            validate_body(kind, body, self._max_body_bytes)
-            if self._filter is not None:
-                body = self._filter.screen(body)
-        recipients = await self._conversations.recipients_for_send(sender, conv)
-        if "reply_to" in body:
-            body = await self._with_quote(sender, conv, body)
-        if self._shared is not None:
-            # The shared store answers for every node (and looks in the log itself when it cannot vouch).
-            elsewhere = await self._claim_shared(sender, cmid)
-            if elsewhere is not None:
-                return elsewhere, True
-        elif self._idempotency.claim(key):
-            stored = await self._log.find_by_client_id(sender, cmid)
-            if stored is not None:
-                self._idempotency.put(key, stored)
-                return stored, True
-            known = self._idempotency.get(key)  # a concurrent retry may have started meanwhile
+        # Call signalling is urgent (services/priority.py): broadcast delivery on this node waits meanwhile.
+        urgent = kind == "custom" and is_call(kind, body)
+        if urgent:
+            self.urgent.begin()
+        try:
+            self._sends += 1
+            timed = self._sends % SendStages.SAMPLE_EVERY == 1
+            started = appending = durable = time.perf_counter() if timed else 0.0
+            key = (sender, cmid)
+            known = self._idempotency.get(key)
             if known is not None:
-                return (await asyncio.shield(known) if isinstance(known, asyncio.Future) else known), True
-        message = await self._append(sender, conv, cmid, kind, body, key)
-        self._fanout.deliver_message(recipients, message, skip=(sender, device) if device else None)
-        return message, False
+                if isinstance(known, asyncio.Future):
+                    return await asyncio.shield(known), True
+                return known, True
+            if self._rate is not None and not await self._rate.hit(f"send:{sender}", self._user_rate, 1.0):
+                raise FlareError(ErrorCode.RATE_LIMITED, f"more than {self._user_rate} messages/s from this user")
+            if trusted:
+                check_size(body, self._max_body_bytes)
+            else:
+                if "media_id" in body and self.media is not None:
+                    body = await self.media.resolve(sender, kind, body)
+                validate_body(kind, body, self._max_body_bytes)
+                if self._filter is not None:
+                    body = self._filter.screen(body)
+            recipients = await self._conversations.recipients_for_send(sender, conv)
+            if self._safety is not None:
+                self._safety.check_send(sender, conv, recipients)
+            if self._spam is not None:
+                await self._spam.check(sender, conv, body)
+            if "reply_to" in body:
+                body = await self._with_quote(sender, conv, body)
+            if self._webhooks is not None and self._webhooks.before_send:
+                body = await self._webhooks.screen(sender, conv, cmid, kind, body, device=device, trusted=trusted)
+            if self._shared is not None:
+                # The shared store answers for every node (and looks in the log itself when it cannot vouch).
+                elsewhere = await self._claim_shared(sender, cmid)
+                if elsewhere is not None:
+                    return elsewhere, True
+            elif self._idempotency.claim(key):
+                stored = await self._log.find_by_client_id(sender, cmid)
+                if stored is not None:
+                    self._idempotency.put(key, stored)
+                    return stored, True
+                known = self._idempotency.get(key)  # a concurrent retry may have started meanwhile
+                if known is not None:
+                    return (await asyncio.shield(known) if isinstance(known, asyncio.Future) else known), True
+            if timed:
+                appending = time.perf_counter()
+                self.stages.route.observe(appending - started)
+            span = tracing.child("flare.send.append") if tracing.ENABLED else None  # current: Kafka headers name it
+            message = await self._append(sender, conv, cmid, kind, body, key)
+            if ("media_id" in body or kind == "merged") and self.media is not None:  # two dict/str checks otherwise
+                await self.media.sent(conv, message.seq, sender, media_ids_of(kind, body))  # before readers hear of it
+            if timed:
+                durable = time.perf_counter()
+                self.stages.durable.observe(durable - appending)
+            if span is not None:
+                span.end(**{"flare.seq": message.seq, "flare.msg_id": message.msg_id})
+                span = tracing.child("flare.send.fanout")
+            self._fanout.deliver_message(recipients, message, skip=(sender, device) if device else None)
+            if timed:
+                self.stages.fanout.observe(time.perf_counter() - durable)
+            if span is not None:
+                span.end(**{"flare.recipients": len(recipients)})
+            return message, False
+        finally:
+            if urgent:
+                self.urgent.end()
 
     async def _claim_shared(self, sender: str, cmid: str) -> Message | None:
         """Claim ``(sender, cmid)`` for this node, or return what another node stored under it."""
@@ -226,9 +283,12 @@ class MessageRouter:
             snapshot["snippet"] = snippet(quoted.kind, quoted.body)
         return {**body, "reply_to": snapshot}
 
-    async def send_system(self, actor: str, conv: str, body: dict[str, Any], recipients: Iterable[str]) -> Message:
-        """Append a system notice (membership change, rename) to ``conv`` and push it to ``recipients``."""
-        cmid = f"sys-{uuid.uuid4().hex}"
+    async def send_system(
+        self, actor: str, conv: str, body: dict[str, Any], recipients: Iterable[str], *, cmid: str = ""
+    ) -> Message:
+        """Append a system notice (membership change, rename) to ``conv`` and push it to ``recipients``.
+        ``cmid``: the caller's idempotency key (``retry_of(actor, cmid)`` finds the notice); empty: a new one."""
+        cmid = cmid or f"sys-{uuid.uuid4().hex}"
         message = await self._append(actor, conv, cmid, SYSTEM_KIND, body, (actor, cmid))
         self._fanout.deliver_message(recipients, message, skip=None)
         return message

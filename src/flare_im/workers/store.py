@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any, Protocol
 
 from flare_im.backends.message_log.base import MessageLog, SeqTaken, VersionConflict
 from flare_im.backends.message_log.queued import LogRecord, decode_record
+from flare_im.observability import tracing
+from flare_im.observability.stats import SIZE_BUCKETS, Histogram
 
 log = logging.getLogger(__name__)
 
@@ -46,20 +49,32 @@ class StoreWorker:
         self._max_records = max_records
         self.written = 0  # events written (or found already written) since start
         self.batches = 0
+        self.batch_sizes = Histogram(SIZE_BUCKETS)  # events per batch written (read by /metrics)
+        self.write_seconds = Histogram()  # one batch's writes, retries included
+        self.failures = 0  # batch writes that failed and were retried
 
     async def run(self) -> None:
         async for batch in self._consumer.batches(self._max_records, 0.5):
             if not batch.records:  # nothing arrived for a while
                 continue
             records = [decode_record(r.value) for r in batch.records]
+            # A span per record sent under a sampled trace, child of the gateway's send (across processes):
+            # the trace runs on to the store; the batch's other records cost nothing.
+            spans = tracing.record_spans("flare.store.write", batch.records) if tracing.ENABLED else None
+            started = time.perf_counter()
             while True:
                 try:
                     await self.write(records)
                     break
                 except Exception:  # the store is unavailable: keep the batch (uncommitted) and retry
+                    self.failures += 1
                     log.exception("writing a batch of %d events failed; retrying", len(records))
                     await asyncio.sleep(1.0)
+            self.write_seconds.observe(time.perf_counter() - started)
+            self.batch_sizes.observe(len(records))
             await batch.commit()
+            if spans:
+                tracing.end_all(spans)
             self.written += len(records)
             self.batches += 1
 

@@ -171,7 +171,7 @@ class RedisNodeBus:
         pubsub, self._pubsub = self._pubsub, None
         if pubsub is not None:
             with contextlib.suppress(RedisError, OSError):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()
 
     # ---------------------------------------------------------------- closing
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from flare_im.backends.idempotency.base import CLAIMED, HELD, RECLAIMED
 
@@ -28,9 +28,17 @@ class MemoryIdempotencyState:
 
 
 class MemoryIdempotencyStore:
-    def __init__(self, state: MemoryIdempotencyState | None = None, *, remember_claims_s: float = 600.0) -> None:
+    def __init__(
+        self,
+        state: MemoryIdempotencyState | None = None,
+        *,
+        remember_claims_s: float = 600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``clock``: monotonic seconds for ttls and windows (tests pass one they advance by hand)."""
         self._state = MemoryIdempotencyState() if state is None else state
         self._remember_s = remember_claims_s
+        self._clock = clock
 
     def _live(self, key: tuple[str, str], now: float) -> Entry | None:
         entry = self._state.entries.get(key)
@@ -40,7 +48,7 @@ class MemoryIdempotencyStore:
         return entry
 
     async def reserve(self, sender: str, cmid: str, ttl_s: float) -> int:
-        now = time.monotonic()
+        now = self._clock()
         self._sweep(now)
         key = (sender, cmid)
         if self._live(key, now) is not None:
@@ -54,20 +62,20 @@ class MemoryIdempotencyStore:
         return self._state.vouched_from is not None and now >= self._state.vouched_from
 
     async def vouched(self) -> bool:
-        return self._vouched(time.monotonic())
+        return self._vouched(self._clock())
 
     async def restore(self, keys: Sequence[tuple[str, str]], *, complete: bool, window_s: float) -> bool:
-        now = time.monotonic()
+        now = self._clock()
         for key in keys:
             self._state.claimed_once[key] = now + self._remember_s
         self._state.vouched_from = now if complete else now + window_s
         return True
 
     async def complete(self, sender: str, cmid: str, result: bytes, ttl_s: float) -> None:
-        self._state.entries[(sender, cmid)] = (result, time.monotonic() + ttl_s)
+        self._state.entries[(sender, cmid)] = (result, self._clock() + ttl_s)
 
     async def get(self, sender: str, cmid: str) -> bytes | None:
-        entry = self._live((sender, cmid), time.monotonic())
+        entry = self._live((sender, cmid), self._clock())
         return None if entry is None else entry[0]
 
     async def release(self, sender: str, cmid: str) -> None:

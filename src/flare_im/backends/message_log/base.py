@@ -70,6 +70,10 @@ def changed(target: Message, change: Change) -> Message:
 
 
 class MessageLog(Protocol):
+    """Bodies read back (messages, heads, revisions) obey the body rule of ``flare_im.protocol.values``: one
+    stored before it, or by another writer, is read back with its values made to obey it
+    (``decode_stored_body``), never as an error, so no stored row can stop a pull, a sync or a push."""
+
     def append(self, message: Message, version: int) -> Awaitable[None]:
         """Queue ``message`` at once (appends are applied in call order) and return an awaitable that
         completes when it is durably stored and is the head of its conversation (max seq, last message,

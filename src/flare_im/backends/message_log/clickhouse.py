@@ -58,6 +58,7 @@ from flare_im.backends.message_log.clickhouse_schema import (
 )
 from flare_im.ids import snowflake_floor
 from flare_im.protocol.frames import Message
+from flare_im.protocol.values import decode_stored_body
 
 S = TypeVar("S", bound=msgspec.Struct)
 
@@ -65,7 +66,7 @@ MAX_SEQ = 2**63 - 1
 _IN_CHUNK = 1000  # values per IN list: keeps every statement far below max_query_size (256 KiB)
 
 _encode = msgspec.json.Encoder().encode
-_decode_body = msgspec.json.Decoder(dict[str, Any]).decode
+_decode_body = decode_stored_body  # made to obey the body rule if stored before it (protocol/values.py)
 _decode_reactions = msgspec.json.Decoder(dict[str, list[str]]).decode
 _EMPTY = "{}"
 
@@ -465,6 +466,12 @@ class ClickHouseMessageLog:
             return []
         history = (await self._revisions_of(conv, [seq])).get(seq, [])
         return [Revision(version=r.version, body=_decode_body(r.body), ts=r.ts) for r in history]
+
+    async def active_conversations(self, since_ms: int) -> int:
+        """Conversations with an event stored at or after ``since_ms`` (admin statistics; the store worker's lag
+        behind the queue is not counted)."""
+        sql = f"SELECT uniqExact(conv) AS top FROM messages WHERE ts >= {int(since_ms)}"
+        return (await _fetch(self._client, sql, _Max))[0].top
 
     async def max_seq(self, conv: str) -> int:
         sql = f"SELECT max(max_seq) AS top FROM conv_heads WHERE conv = {quote(conv)}"

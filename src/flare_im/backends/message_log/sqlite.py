@@ -17,6 +17,7 @@ from flare_im.backends.message_log.changes import edit_refs, react, reply_seq, u
 from flare_im.backends.sqlite_db import RowBatcher, SqliteDatabase, columns
 from flare_im.ids import snowflake_floor
 from flare_im.protocol.frames import Message
+from flare_im.protocol.values import decode_stored_body
 
 # msg_id (time-ordered) is the rowid, so appends go to the end of the table and "recent" is a range on it.
 SCHEMA = (
@@ -47,7 +48,7 @@ _INDEXES = (
 
 _COLUMNS = "conv, seq, msg_id, sender, cmid, kind, body, ts, version, state, edited_at, reactions"
 _encode = msgspec.json.Encoder().encode
-_decode_body = msgspec.json.Decoder(dict[str, Any]).decode
+_decode_body = decode_stored_body  # made to obey the body rule if stored before it (protocol/values.py)
 _decode_reactions = msgspec.json.Decoder(dict[str, list[str]]).decode
 _EMPTY = _encode({})
 

@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import time
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
@@ -47,6 +48,8 @@ from flare_im.backends.queue.base import (
     TopicPartition,
     key_partition,
 )
+from flare_im.observability import tracing
+from flare_im.observability.stats import Histogram
 
 log = logging.getLogger(__name__)
 
@@ -147,11 +150,12 @@ class KafkaProducer:
         self._config = config
         self._producer: Any = None
         self._seen_ends: dict[TopicPartition, int] = {}
-        self._pending: deque[tuple[str, bytes, bytes, asyncio.Future[Position]]] = deque()
+        self._pending: deque[tuple[str, bytes, bytes, asyncio.Future[Position], float, Any]] = deque()
         self._queued = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
         self._partitions: dict[str, int] = {}  # topic -> partition count (never changes)
         self._closed = False
+        self.produce_seconds = Histogram()  # publish to the broker's acks=all answer (read by /metrics)
 
     async def start(self) -> None:
         self._producer = AIOKafkaProducer(
@@ -173,7 +177,9 @@ class KafkaProducer:
         elif len(self._pending) >= self._config.max_pending:
             stored.set_exception(PublishFailed(f"{len(self._pending)} records already queued (max_pending)"))
         else:
-            self._pending.append((topic, key.encode(), value, stored))
+            # Tracing on: the publishing span's context rides in the record's headers (tracing.py).
+            headers = tracing.kafka_headers() if tracing.ENABLED else None
+            self._pending.append((topic, key.encode(), value, stored, time.perf_counter(), headers))
             self._queued.set()
         return stored
 
@@ -186,18 +192,20 @@ class KafkaProducer:
                 self._queued.clear()
                 await self._queued.wait()
                 continue
-            topic, key, value, stored = pending.popleft()
+            topic, key, value, stored, started, headers = pending.popleft()
             try:
                 count = self._partitions.get(topic) or await self._partition_count(topic)
                 # Waits only when the partition's batch is full: aiokafka's backpressure.
-                acked = await self._producer.send(topic, value, key=key, partition=key_partition(key, count))
+                acked = await self._producer.send(
+                    topic, value, key=key, partition=key_partition(key, count), headers=headers
+                )
             except asyncio.CancelledError:  # close gave up waiting: this record was not handed over
                 _fail(stored, PublishFailed("producer closed"))
                 raise
             except Exception as exc:  # the sender must outlive any failure: later records still go
                 _fail(stored, exc)
                 continue
-            acked.add_done_callback(functools.partial(_settle, stored))
+            acked.add_done_callback(functools.partial(_settle, stored, started, self.produce_seconds))
 
     async def _partition_count(self, topic: str) -> int:
         partitions = await self._producer.partitions_for(topic)
@@ -273,7 +281,9 @@ class KafkaProducer:
             await self._producer.stop()  # waits for the acks of what aiokafka holds (up to request_timeout_ms)
 
 
-def _settle(stored: asyncio.Future[Position], acked: asyncio.Future[Any]) -> None:
+def _settle(
+    stored: asyncio.Future[Position], started: float, produce_seconds: Histogram, acked: asyncio.Future[Any]
+) -> None:
     if stored.done():  # the publisher stopped waiting
         return
     if acked.cancelled():
@@ -282,6 +292,7 @@ def _settle(stored: asyncio.Future[Position], acked: asyncio.Future[Any]) -> Non
         _fail(stored, exc)
     else:
         metadata = acked.result()
+        produce_seconds.observe(time.perf_counter() - started)
         stored.set_result(Position(metadata.partition, metadata.offset))
 
 
@@ -305,6 +316,7 @@ class KafkaConsumer:
         self._group = group
         self._consumer: Any = None
         self._closed = False
+        self._consumed: dict[tuple[str, int], int] = {}  # (topic, partition) -> next offset this member reads
 
     async def start(self) -> None:
         if self._closed:
@@ -324,7 +336,13 @@ class KafkaConsumer:
             max_partition_fetch_bytes=config.max_partition_fetch_bytes,
             request_timeout_ms=config.request_timeout_ms,
         )
-        await self._consumer.start()
+        try:
+            await self._consumer.start()
+        except KafkaError as exc:  # a broker not reachable: the caller may try again, with a new client
+            consumer, self._consumer = self._consumer, None
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            raise QueueError(f"joining consumer group {self._group!r} failed: {exc}") from exc
 
     async def batches(self, max_records: int, timeout_s: float) -> AsyncIterator[Batch]:
         if max_records < 1:
@@ -338,10 +356,15 @@ class KafkaConsumer:
             if self._closed:
                 return
             records = [
-                Record(tp.topic, tp.partition, r.offset, r.key.decode() if r.key is not None else "", r.value)
+                Record(
+                    tp.topic, tp.partition, r.offset, r.key.decode() if r.key is not None else "", r.value, r.headers
+                )
                 for tp in sorted(fetched)
                 for r in fetched[tp]
             ]
+            for tp, fetched_records in fetched.items():
+                if fetched_records:
+                    self._consumed[(tp.topic, tp.partition)] = fetched_records[-1].offset + 1
             yield Batch(records, self._commit)
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
@@ -352,6 +375,19 @@ class KafkaConsumer:
             await asyncio.wait_for(self._consumer.commit(request), self._config.commit_timeout_s)
         except (KafkaError, TimeoutError) as exc:  # CommitFailedError, IllegalStateError (not assigned) ...
             raise CommitFailed(f"commit of {len(request)} partitions failed: {exc!r}") from exc
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Records behind the end of each assigned partition, by (topic, partition), as of the last fetch
+        (the broker's high watermark there); partitions without a fetch answer yet are left out."""
+        if self._consumer is None or self._closed:
+            return {}
+        out: dict[tuple[str, int], int] = {}
+        for tp in self._consumer.assignment():
+            end = self._consumer.highwater(tp)
+            if end is not None:
+                # No record from it yet while the broker answered for it: this member reads at its end.
+                out[(tp.topic, tp.partition)] = max(0, end - self._consumed.get((tp.topic, tp.partition), end))
+        return out
 
     def assignment(self) -> frozenset[TopicPartition]:
         if self._consumer is None or self._closed:

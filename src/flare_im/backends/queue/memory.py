@@ -29,6 +29,7 @@ from flare_im.backends.queue.base import (
     TopicPartition,
     key_partition,
 )
+from flare_im.observability import tracing
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,12 +84,12 @@ class MemoryQueueBroker:
         except KeyError:
             raise QueueError(f"unknown topic {topic!r}: create it with ensure_topic first") from None
 
-    def append(self, topic: str, key: str, value: bytes) -> Position:
+    def append(self, topic: str, key: str, value: bytes, headers: Sequence[tuple[str, bytes]] = ()) -> Position:
         logs = self.logs(topic)
         partition = key_partition(key.encode(), len(logs))
         log = logs[partition]
         offset = log.end
-        log.records.append(Record(topic, partition, offset, key, value))
+        log.records.append(Record(topic, partition, offset, key, value, headers))
         excess = len(log.records) - self._max_records
         if excess > self._max_records // 8:  # trim in chunks: a list drops its head in one step
             del log.records[:excess]
@@ -172,7 +173,10 @@ class MemoryProducer:
             stored.set_exception(PublishFailed("producer closed"))
             return stored
         try:
-            stored.set_result(self._broker.append(topic, key, value))
+            if tracing.ENABLED:  # the publishing span's context rides in the record, as over Kafka (tracing.py)
+                stored.set_result(self._broker.append(topic, key, value, tracing.kafka_headers() or ()))
+            else:
+                stored.set_result(self._broker.append(topic, key, value))
         except QueueError as exc:
             stored.set_exception(PublishFailed(str(exc)))
         return stored

@@ -12,3 +12,9 @@ class RateLimiter(Protocol):
         ``window_s / limit``. Denied hits take no token. Atomic across nodes: concurrent hits never pass
         more than the bucket holds."""
         ...
+
+    async def wait(self, key: str, limit: int, window_s: float, *, take: bool = True) -> float:
+        """``hit`` that says how long to wait: 0.0 if a hit on ``key`` is allowed now, else the seconds until
+        one will be (for a ``Retry-After``). With ``take`` an allowed hit is counted, as by ``hit``; without it
+        nothing changes (a peek, to ask "would it pass?" before doing costly work). Denied hits take no token."""
+        ...

@@ -7,6 +7,7 @@ which the bucket would be full again (``tat``, theoretical arrival time).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 _TOLERANCE = 1 + 1e-9  # ``limit`` steps of ``window_s / limit`` may add up to a hair over ``window_s``
 
@@ -23,21 +24,27 @@ class MemoryRateState:
 
 
 class MemoryRateLimiter:
-    def __init__(self, state: MemoryRateState | None = None) -> None:
+    def __init__(self, state: MemoryRateState | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
+        """``clock``: monotonic seconds (tests pass one they advance by hand)."""
         self._state = MemoryRateState() if state is None else state
+        self._clock = clock
 
     async def hit(self, key: str, limit: int, window_s: float) -> bool:
+        return await self.wait(key, limit, window_s) == 0.0
+
+    async def wait(self, key: str, limit: int, window_s: float, *, take: bool = True) -> float:
         if limit < 1:
             raise ValueError("limit must be >= 1")
-        now = time.monotonic()
+        now = self._clock()
         state = self._state
         self._sweep(now)
         tat = max(state.tat.get(key, now), now)
         new_tat = tat + window_s / limit
         if new_tat - now > window_s * _TOLERANCE:
-            return False
-        state.tat[key] = new_tat
-        return True
+            return new_tat - now - window_s
+        if take:
+            state.tat[key] = new_tat
+        return 0.0
 
     def _sweep(self, now: float) -> None:
         """Drop full buckets, amortised: a full pass once as many hits as there are keys were counted."""

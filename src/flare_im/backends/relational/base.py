@@ -1,5 +1,5 @@
-"""The relational port: users, groups, memberships, per-user conversation state, devices' push targets and
-content-filter rules.
+"""The relational port: users, tokens, invites, groups, memberships, per-user conversation state, devices' push
+targets and content-filter rules.
 
 Small protocols; the embedded (SQLite) and distributed (PostgreSQL) adapters implement all of them.
 Every write returns only after it is durable.
@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+from flare_im.backends.relational.notifications import NotificationStore
 
 
 class AlreadyExists(Exception):
@@ -65,9 +67,42 @@ class SettingsChange:
     cleared_seq: int | None = None  # only ever moves forward; the read seq follows it
 
 
+class InviteUnusable(Exception):
+    """The invite token is unknown, used up or expired."""
+
+
+@dataclass(frozen=True, slots=True)
+class Invite:
+    """An invitation to register (``registration = invite``): ``max_uses`` registrations until ``expires_at``."""
+
+    invite_id: str  # public handle (listing, deleting)
+    token_hash: str  # sha256 of the token the invitee presents (the token itself is never stored)
+    max_uses: int
+    uses: int
+    expires_at: int  # epoch seconds
+    created_at: int  # epoch ms
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityFlag:
+    """A stored id or name that breaks the identity rules (flare_im.identity), found by a schema migration."""
+
+    kind: str  # user | group
+    subject: str  # the user or group id
+    reason: str  # id_collision | id_not_normal | control_chars
+    detail: str  # the colliding ids, or the field holding control characters
+    flagged_at: int  # epoch ms
+
+
 class UserStore(Protocol):
-    async def create_user(self, user: User, password_hash: str | None) -> None:
-        """Insert a user; raise AlreadyExists if the uid or the username is taken (nothing is written)."""
+    async def create_user(
+        self, user: User, password_hash: str | None, *, invite: str | None = None, now: int = 0
+    ) -> None:
+        """Insert a user; raise AlreadyExists if the uid or the username is taken, also by an id that differs
+        only in ASCII case (one stored before ids were normalised). With ``invite`` (a token hash), one use of
+        that invite is taken in the same transaction: InviteUnusable if it is unknown, used up, or expired at
+        ``now`` (epoch seconds). Either way a refused insert writes nothing (no user, no use taken)."""
         ...
 
     async def get_user(self, uid: str) -> User | None: ...
@@ -82,10 +117,72 @@ class UserStore(Protocol):
 
     async def update_profile(self, uid: str, *, display_name: str | None, avatar: str | None) -> None: ...
 
-    async def put_refresh_token(self, token_hash: str, uid: str, expires_at: int) -> None: ...
+    async def identity_flags(self) -> list[IdentityFlag]:
+        """What the migrations flagged (ids colliding or not in normal form, names with control characters), by
+        kind, subject and reason. Rows stay until an operator deletes them (docs/operations.md)."""
+        ...
 
-    async def take_refresh_token(self, token_hash: str) -> tuple[str, int] | None:
-        """Atomically delete and return ``(uid, expires_at)``: a refresh token is single-use."""
+
+@dataclass(frozen=True, slots=True)
+class RefreshGrant:
+    """What a refresh token was issued for, as ``take_refresh_token`` found it."""
+
+    uid: str
+    expires_at: int  # epoch seconds
+    family: str  # the login it descends from (also the ``sid`` of the access tokens issued with it)
+    reused: bool  # it had been used before: the whole family was revoked instead of granting anything
+
+
+@dataclass(frozen=True, slots=True)
+class TokenState:
+    """What access-token verification needs to know about a user and the token's session."""
+
+    tokens_after: int  # epoch ms: access tokens issued before this are revoked (0: none)
+    session_revoked: bool  # the token's session (refresh family) was revoked (logout, reuse)
+
+
+class TokenStore(Protocol):
+    async def put_refresh_token(self, token_hash: str, uid: str, expires_at: int, family: str) -> None:
+        """Store a refresh token of ``family``; also forgets ``uid``'s tokens that expired (they are kept until
+        then to recognise a reuse)."""
+        ...
+
+    async def take_refresh_token(self, token_hash: str) -> RefreshGrant | None:
+        """Atomically mark the token used and return its grant: a refresh token is single-use. A token that
+        was used already is a reuse (a stolen copy, or the thief's): in the same transaction every token of its
+        family is deleted and the family's session recorded as revoked, and the grant says ``reused``. None if
+        the token is unknown (never issued, expired and forgotten, or its family was revoked)."""
+        ...
+
+    async def revoke_session(self, sid: str, uid: str, until: int) -> None:
+        """Revoke a session (logout): delete the refresh tokens of family ``sid`` and record ``sid`` as revoked
+        (``token_state`` says so) until ``until`` (epoch seconds; no token of it is valid after). Idempotent."""
+        ...
+
+    async def revoke_user_tokens(self, uid: str, after_ms: int) -> None:
+        """Revoke every token of ``uid``: delete its refresh tokens and set its ``tokens_after`` to ``after_ms``
+        (it never moves back)."""
+        ...
+
+    async def token_state(self, uid: str, sid: str) -> TokenState | None:
+        """One round trip: ``uid``'s ``tokens_after`` and whether session ``sid`` is revoked ("" for none);
+        None if the user does not exist."""
+        ...
+
+
+class InviteStore(Protocol):
+    async def create_invite(self, invite: Invite) -> None:
+        """Insert an invite (its id and token hash are random: a collision raises AlreadyExists)."""
+        ...
+
+    async def get_invite(self, token_hash: str) -> Invite | None: ...
+
+    async def invites(self) -> list[Invite]:
+        """Every invite, newest first."""
+        ...
+
+    async def delete_invite(self, invite_id: str) -> bool:
+        """Forget an invite; True if there was one."""
         ...
 
 
@@ -127,6 +224,10 @@ class MembershipStore(Protocol):
 
     async def list_user_convs(self, uid: str) -> list[Member]:
         """Every conversation row of ``uid``, left ones included."""
+        ...
+
+    async def list_users_convs(self, uids: Sequence[str]) -> dict[str, list[Member]]:
+        """``list_user_convs`` of each of ``uids`` in one round trip (every uid is a key, [] if it has none)."""
         ...
 
     async def advance_read(self, conv: str, uid: str, seq: int, version: int) -> bool:
@@ -231,5 +332,7 @@ class RuleStore(Protocol):
         ...
 
 
-class RelationalStore(UserStore, GroupStore, MembershipStore, DeviceStore, RuleStore, Protocol):
+class RelationalStore(
+    UserStore, TokenStore, InviteStore, GroupStore, MembershipStore, DeviceStore, RuleStore, NotificationStore, Protocol
+):
     """One adapter implementing all of them (what the composition root builds)."""

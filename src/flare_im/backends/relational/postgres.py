@@ -30,6 +30,8 @@ from flare_im.backends.relational.base import (
     SettingsChange,
     User,
 )
+from flare_im.backends.relational.postgres_accounts import ACCOUNT_STEPS, PostgresAccounts
+from flare_im.backends.relational.postgres_notify import NOTIFY_STEPS, PostgresNotifications
 
 MIGRATIONS = (
     Migration(
@@ -79,6 +81,12 @@ MIGRATIONS = (
             "INSERT INTO filter_rules_revision VALUES (1, 0)",
         ),
     ),
+    Migration(
+        3,
+        "refresh-token families, revoked sessions, invites; identity flags (ids colliding once normalised)",
+        ACCOUNT_STEPS,
+    ),
+    Migration(4, "notification settings, push jobs", NOTIFY_STEPS),
 )
 
 SCHEMA = Schema("relational", MIGRATIONS)
@@ -273,8 +281,8 @@ async def _insert_members(conn: asyncpg.Connection, members: Sequence[Member]) -
     await conn.executemany(_UPSERT_MEMBER, [_member_params(m) for m in members])
 
 
-class PostgresRelational:
-    """Implements UserStore, GroupStore and MembershipStore over one asyncpg pool."""
+class PostgresRelational(PostgresAccounts, PostgresNotifications):
+    """Implements every relational port (RelationalStore) over one asyncpg pool."""
 
     def __init__(self, pool: asyncpg.Pool, config: PostgresConfig) -> None:
         self._pool = pool
@@ -316,21 +324,6 @@ class PostgresRelational:
 
     # ---------------------------------------------------------------- users
 
-    async def create_user(self, user: User, password_hash: str | None) -> None:
-        try:
-            await self._write(
-                "INSERT INTO users (uid, username, password_hash, display_name, avatar, created_at)"
-                " VALUES ($1, $2, $3, $4, $5, $6)",
-                user.uid,
-                user.username,
-                password_hash,
-                user.display_name,
-                user.avatar,
-                user.created_at,
-            )
-        except asyncpg.UniqueViolationError as exc:
-            raise AlreadyExists(str(exc)) from None
-
     async def get_user(self, uid: str) -> User | None:
         row = await self._pool.fetchrow(f"SELECT {_USER_COLS} FROM users WHERE uid = $1", uid)
         return _user(row) if row else None
@@ -352,17 +345,6 @@ class PostgresRelational:
             avatar,
             uid,
         )
-
-    async def put_refresh_token(self, token_hash: str, uid: str, expires_at: int) -> None:
-        await self._write(
-            "INSERT INTO refresh_tokens (token_hash, uid, expires_at) VALUES ($1, $2, $3)", token_hash, uid, expires_at
-        )
-
-    async def take_refresh_token(self, token_hash: str) -> tuple[str, int] | None:
-        row = await self._write_returning(
-            "DELETE FROM refresh_tokens WHERE token_hash = $1 RETURNING uid, expires_at", token_hash
-        )
-        return (row[0], row[1]) if row else None
 
     # ---------------------------------------------------------------- groups
 
@@ -439,6 +421,13 @@ class PostgresRelational:
     async def list_user_convs(self, uid: str) -> list[Member]:
         rows = await self._pool.fetch(f"SELECT {_MEMBER_COLS} FROM members WHERE uid = $1", uid)
         return [_member(r) for r in rows]
+
+    async def list_users_convs(self, uids: Sequence[str]) -> dict[str, list[Member]]:
+        out: dict[str, list[Member]] = {uid: [] for uid in uids}
+        rows = await self._pool.fetch(f"SELECT {_MEMBER_COLS} FROM members WHERE uid = ANY($1::text[])", list(out))
+        for row in rows:
+            out[row[1]].append(_member(row))
+        return out
 
     async def advance_read(self, conv: str, uid: str, seq: int, version: int) -> bool:
         status = await self._write(

@@ -17,6 +17,8 @@ from flare_im.backends.relational.base import (
     SettingsChange,
     User,
 )
+from flare_im.backends.relational.sqlite_accounts import ACCOUNT_STEPS, SqliteAccounts, flag_identities
+from flare_im.backends.relational.sqlite_notify import NOTIFY_STEPS, SqliteNotifications
 from flare_im.backends.sqlite_db import RowBatcher, SqliteDatabase, columns
 
 _MEMBER_SETTINGS = (
@@ -93,6 +95,12 @@ MIGRATIONS = (
             "INSERT INTO filter_rules_revision VALUES (1, 0)",
         ),
     ),
+    Migration(
+        6,
+        "refresh-token families, revoked sessions, invites; identity flags (ids colliding once normalised)",
+        (*ACCOUNT_STEPS, flag_identities),
+    ),
+    Migration(7, "notification settings, push jobs", NOTIFY_STEPS),
 )
 
 
@@ -190,8 +198,8 @@ def _insert_members(conn: sqlite3.Connection, members: Sequence[Member]) -> None
     )
 
 
-class SqliteRelational:
-    """Implements UserStore, GroupStore and MembershipStore over one SqliteDatabase."""
+class SqliteRelational(SqliteAccounts, SqliteNotifications):
+    """Implements every relational port (RelationalStore) over one SqliteDatabase."""
 
     def __init__(self, db: SqliteDatabase) -> None:
         self._db = db
@@ -208,23 +216,6 @@ class SqliteRelational:
         )
 
     # ---------------------------------------------------------------- users
-
-    async def create_user(self, user: User, password_hash: str | None) -> None:
-        row = (user.uid, user.username, password_hash, user.display_name, user.avatar, user.created_at)
-
-        def op(conn: sqlite3.Connection) -> None:
-            try:
-                conn.execute(
-                    "INSERT INTO users (uid, username, password_hash, display_name, avatar, created_at)"
-                    " VALUES (?,?,?,?,?,?)",
-                    row,
-                )
-            except sqlite3.IntegrityError as exc:
-                if "UNIQUE" not in str(exc):
-                    raise
-                raise AlreadyExists(str(exc)) from None
-
-        await self._db.write(op)
 
     async def get_user(self, uid: str) -> User | None:
         row = self._db.fetchone(f"SELECT {_USER_COLS} FROM users WHERE uid = ?", (uid,))
@@ -247,22 +238,6 @@ class SqliteRelational:
             )
 
         await self._db.write(op)
-
-    async def put_refresh_token(self, token_hash: str, uid: str, expires_at: int) -> None:
-        def op(conn: sqlite3.Connection) -> None:
-            conn.execute("INSERT INTO refresh_tokens VALUES (?,?,?)", (token_hash, uid, expires_at))
-
-        await self._db.write(op)
-
-    async def take_refresh_token(self, token_hash: str) -> tuple[str, int] | None:
-        def op(conn: sqlite3.Connection) -> tuple[str, int] | None:
-            row = conn.execute(
-                "DELETE FROM refresh_tokens WHERE token_hash = ? RETURNING uid, expires_at", (token_hash,)
-            ).fetchone()
-            return (row[0], row[1]) if row else None
-
-        result: tuple[str, int] | None = await self._db.write(op)
-        return result
 
     # ---------------------------------------------------------------- groups
 
@@ -340,6 +315,12 @@ class SqliteRelational:
 
     async def list_user_convs(self, uid: str) -> list[Member]:
         return [_member(r) for r in self._db.fetchall(f"SELECT {_MEMBER_COLS} FROM members WHERE uid = ?", (uid,))]
+
+    async def list_users_convs(self, uids: Sequence[str]) -> dict[str, list[Member]]:
+        out: dict[str, list[Member]] = {uid: [] for uid in uids}
+        for row in self._db.fetchall_in(f"SELECT {_MEMBER_COLS} FROM members WHERE uid IN (?*)", list(out)):
+            out[row[1]].append(_member(row))
+        return out
 
     async def advance_read(self, conv: str, uid: str, seq: int, version: int) -> bool:
         def op(conn: sqlite3.Connection) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from flare_im.backends.routes.base import Routes
@@ -27,8 +27,16 @@ class MemoryRouteState:
 
 
 class MemoryRouteTable:
-    def __init__(self, *, ttl_s: float = 30.0, state: MemoryRouteState | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        ttl_s: float = 30.0,
+        state: MemoryRouteState | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``clock``: monotonic seconds for node liveness (tests pass one they advance by hand)."""
         self._ttl_s = ttl_s
+        self._clock = clock
         self._state = MemoryRouteState() if state is None else state
 
     def _alive(self, node: str, now: float) -> bool:
@@ -42,11 +50,11 @@ class MemoryRouteTable:
         if devices is None or devices.get(device) != node:
             return
         del devices[device]
-        if not self._live_routes(uid, devices, time.monotonic()):
+        if not self._live_routes(uid, devices, self._clock()):
             self._state.seen[uid] = now_ms()
 
     async def lookup(self, uids: Sequence[str]) -> Routes:
-        now = time.monotonic()
+        now = self._clock()
         found: Routes = {}
         for uid in uids:
             devices = self._state.routes.get(uid)
@@ -70,7 +78,7 @@ class MemoryRouteTable:
         return live
 
     async def heartbeat(self, node: str, routes: Iterable[tuple[str, str]]) -> None:
-        now = time.monotonic()
+        now = self._clock()
         state = self._state
         state.alive_until[node] = now + self._ttl_s
         for uid, device in routes:
@@ -100,5 +108,5 @@ class MemoryRouteTable:
         return {uid: seen[uid] for uid in uids if uid in seen}
 
     async def live_nodes(self) -> set[str]:
-        now = time.monotonic()
+        now = self._clock()
         return {n for n in self._state.alive_until if self._alive(n, now)}
