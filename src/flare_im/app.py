@@ -9,6 +9,7 @@ import logging
 import signal
 import socket
 import ssl
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -431,6 +432,18 @@ def tune_gc(threshold: int) -> None:
         gc.set_threshold(threshold, second, third)
 
 
+def tune_gil(interval_ms: float) -> None:
+    """Let a thread waiting for the GIL have it sooner (0 keeps Python's 5 ms).
+
+    The event loop shares the GIL with the SQLite writer threads (the store's group commit, the search
+    index's follower). Whichever holds it keeps it until the interval runs out, so with 5 ms a message
+    arriving while the search index writes a batch, or an ack whose commit just returned, waits up to that
+    long: the tail of a steady load (docs/performance.md, long runs). 1 ms cut that tail and also the CPU.
+    """
+    if interval_ms > 0:
+        sys.setswitchinterval(interval_ms / 1000)
+
+
 def exempt_from_connection_limits(settings: Settings) -> tuple[Network, ...]:
     """Load balancers carry many clients on one address: trusted proxies are never capped, nor what the
     operator lists in connection_limit_exempt."""
@@ -497,6 +510,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> in
     tracing.configure(settings, "serve")
     node = await build_node(settings)
     tune_gc(settings.gc_threshold)
+    tune_gil(settings.gil_switch_interval_ms)
     obs = observability_for_node(settings, node)
     obs.start()
     stop = asyncio.Event()

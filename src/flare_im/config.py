@@ -186,6 +186,8 @@ class Settings:
     # a free port, named in the ready line (workers)
     metrics_port: int = 0
     gc_threshold: int = 50_000  # allocations between young-generation collections (0: Python's default)
+    # How long a thread may hold the GIL while another waits (0: Python's 5 ms); see app.tune_gil
+    gil_switch_interval_ms: float = 1.0
     log_level: str = "INFO"
     # Tracing (docs/operations.md): OpenTelemetry spans over OTLP/HTTP; empty endpoint = off (no tracing work at all)
     otel_endpoint: str = ""  # the collector's base URL (http://127.0.0.1:4318) or its full /v1/traces URL
@@ -252,6 +254,8 @@ class Settings:
     def validate(self) -> None:
         if not 0 <= self.node_id <= 1023:
             raise ValueError("node_id must be in 0..1023")
+        if not 0 <= self.gil_switch_interval_ms <= 100:
+            raise ValueError("gil_switch_interval_ms must be between 0 (Python's default) and 100")
         if self.sqlite_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ValueError("sqlite_synchronous must be OFF, NORMAL, FULL or EXTRA")
         roles = {r.strip() for r in self.roles.split(",") if r.strip()}

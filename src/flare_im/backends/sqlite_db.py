@@ -120,6 +120,13 @@ class SqliteDatabase:
         conn.execute(f"PRAGMA busy_timeout={self.config.busy_timeout_ms}")
         return conn
 
+    def derived(self) -> None:
+        """This file holds data rebuilt from another one (an index), before start(): its commits do not wait
+        for the disk (``synchronous=NORMAL``: WAL mode keeps the file consistent across a crash, a power loss
+        may lose the last transactions, which the owner rebuilds). It spares the disk an fsync per commit
+        that the store's own commits, which must wait for theirs, would queue behind."""
+        self._writer.execute("PRAGMA synchronous=NORMAL")
+
     def migrate(self, statements: Iterable[str]) -> None:
         """Run schema statements (idempotent DDL) on the writer connection, before start()."""
         for stmt in statements:

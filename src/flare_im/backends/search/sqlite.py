@@ -134,7 +134,7 @@ class SqliteSearchIndex:
     follower inside the running loop; give ``written`` to the message log (``feed.FeedingLog``)."""
 
     def __init__(
-        self, db: SqliteDatabase, store: SqliteDatabase, *, interval_s: float = 0.05, duty: float = 0.25
+        self, db: SqliteDatabase, store: SqliteDatabase, *, interval_s: float = 0.5, duty: float = 0.25
     ) -> None:
         """``interval_s``: how often the follower indexes what was written; ``duty``: the share of the time it
         may spend indexing (0 < duty <= 1)."""
@@ -143,6 +143,7 @@ class SqliteSearchIndex:
         if store.config.path == ":memory:" or store is db:
             raise ValueError("the search index needs its own database file and a message store in a file")
         self._db = db
+        db.derived()  # rebuilt from the store after a loss (the catch-up): no fsync per index commit
         self._interval_s = interval_s
         self._duty = duty
         self._busy_s = 0.0  # how long the last batch took
