@@ -72,6 +72,9 @@ async def test_wal_stays_bounded_and_nothing_acknowledged_is_lost(tmp_path: Path
     try:
         largest = await drive(db, path)
         assert db.wal_resets > 5  # the WAL started over many times: ~7 MB went through it
+        # Each reset's copy-back and each checkpoint pass is timed (flare_sqlite_wal_reset_seconds, ..._checkpoint_...)
+        assert db.reset_seconds.count == db.wal_resets
+        assert db.checkpoint_seconds.count >= 1
         assert largest <= BOUND
         assert stored(path) == expected()  # read by another connection while the database is running
     finally:

@@ -114,6 +114,8 @@ class SqliteDatabase:
         self.wal_resets = 0  # checkpoints the writer ran itself to start the WAL over
         self.commit_seconds = Histogram()  # COMMIT alone (the fsync), per transaction (read by /metrics)
         self.batch_sizes = Histogram(SIZE_BUCKETS)  # operations per transaction
+        self.checkpoint_seconds = Histogram()  # one pass of the checkpoint thread (commits go on meanwhile)
+        self.reset_seconds = Histogram()  # the writer's own copy-back before a WAL reset (no commit meanwhile)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, uri=self._uri, isolation_level=None, check_same_thread=False)
@@ -209,12 +211,14 @@ class SqliteDatabase:
                     break
                 requested = self._reset_requested
                 took = _checkpoint(conn)
+                self.checkpoint_seconds.observe(took)
                 if requested:
                     passes = 1
                     # Until the writer took over (past the hard bound it resets without waiting for us).
                     previous = float("inf")
                     while _RESET_TAIL_S < took < previous / 2 and passes < _RESET_PASSES and self._reset_requested:
                         previous, took = took, _checkpoint(conn)
+                        self.checkpoint_seconds.observe(took)
                         passes += 1
                     self._reset_ready = self._reset_requested
         finally:
@@ -238,7 +242,9 @@ class SqliteDatabase:
         try:
             # Nothing commits meanwhile, so this copies back every frame no reader still needs; the next
             # transaction then writes the WAL from its start (a reader in the way: retried next time).
+            started = time.perf_counter()
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            self.reset_seconds.observe(time.perf_counter() - started)
             self.wal_resets += 1
         except sqlite3.Error:
             log.exception("sqlite checkpoint failed")

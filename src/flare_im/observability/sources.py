@@ -87,12 +87,22 @@ def sqlite_source(databases: Sequence[Any]) -> Source:
     def source() -> Iterator[Metric]:
         commits = HistogramMetricFamily(PREFIX + "sqlite_commit_seconds", "Time of one COMMIT (fsync)", labels=["db"])
         sizes = HistogramMetricFamily(PREFIX + "sqlite_batch_size", "Operations per transaction", labels=["db"])
+        checkpoints = HistogramMetricFamily(
+            PREFIX + "sqlite_checkpoint_seconds", "One pass of the checkpoint thread (commits go on)", labels=["db"]
+        )
+        resets = HistogramMetricFamily(
+            PREFIX + "sqlite_wal_reset_seconds", "Copy-back before a WAL reset (commits wait)", labels=["db"]
+        )
         for db in databases:
             name = str(db.config.path).rsplit("/", 1)[-1]
             commits.add_metric([name], db.commit_seconds.cumulative(), db.commit_seconds.sum)
             sizes.add_metric([name], db.batch_sizes.cumulative(), db.batch_sizes.sum)
+            checkpoints.add_metric([name], db.checkpoint_seconds.cumulative(), db.checkpoint_seconds.sum)
+            resets.add_metric([name], db.reset_seconds.cumulative(), db.reset_seconds.sum)
         yield commits
         yield sizes
+        yield checkpoints
+        yield resets
 
     return source
 
