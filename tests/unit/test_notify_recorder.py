@@ -1,6 +1,6 @@
-"""The push worker's recorder (services/notify_worker.py ``_Recorder``): outcomes that come back close together
-share one store write, the first waiting at most the linger; a full group is written at once; a failed write
-fails exactly the outcomes it carried."""
+"""The push worker's recorder (``aio.GroupWriter``, as services/notify_worker.py uses it): outcomes that come
+back close together share one store write, the first waiting at most the linger; a full group is written at
+once; a failed write fails exactly the outcomes it carried."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 import pytest
 
+from flare_im.aio import GroupWriter as _Recorder
 from flare_im.backends.relational.notifications import PushJob
-from flare_im.services.notify_worker import _Recorder
 
 
 def _job(i: int) -> PushJob:

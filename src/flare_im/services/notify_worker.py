@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
+from flare_im.aio import GroupWriter
 from flare_im.backends.message_log.base import ConvHead
 from flare_im.backends.push.base import FAILED, INVALID_TOKEN, RETRY, SENT, Notification, PushProvider, PushResult
 from flare_im.backends.relational.base import DeviceStore, GroupStore, MembershipStore, PushTarget, UserStore
@@ -229,63 +230,6 @@ class _Pace:
             await asyncio.sleep(at - now)
 
 
-class _Recorder:
-    """Records sends' outcomes as they come back, many per write (group commit): the first outcome waits up to
-    ``linger_s`` for others (or until ``group`` are waiting), and while one write is under way the outcomes that
-    arrive meanwhile wait and go in the next. A job sent but not yet recorded is the one window in which a worker
-    killed with SIGKILL causes a second send (its lease runs out); recording each outcome soon, rather than once
-    the whole batch is sent, keeps that window to one store write and the linger. The linger is what makes the
-    writes large when answers trickle in: a commit costs the SQLite writer ~200 µs of CPU (fsync included),
-    a row ~10 µs."""
-
-    def __init__(
-        self, write: Callable[[Sequence[PushJob]], Awaitable[None]], linger_s: float = 0.0, group: int = 500
-    ) -> None:
-        self._write = write
-        self._linger_s, self._group = linger_s, group
-        self._pending: list[tuple[PushJob, asyncio.Future[None]]] = []
-        self._writing: asyncio.Task[None] | None = None
-        self._full: asyncio.Future[None] | None = None  # resolved when ``group`` outcomes wait: stop lingering
-
-    async def record(self, job: PushJob) -> None:
-        """Returns once ``job`` is recorded; raises what the store raised."""
-        done = asyncio.get_running_loop().create_future()
-        self._pending.append((job, done))
-        if self._writing is None or self._writing.done():
-            self._writing = asyncio.ensure_future(self._drain())
-        elif self._full is not None and len(self._pending) >= self._group:
-            _resolve(self._full)
-        await done
-
-    async def _drain(self) -> None:
-        if self._linger_s > 0 and len(self._pending) < self._group:
-            loop = asyncio.get_running_loop()
-            self._full = full = loop.create_future()
-            timer = loop.call_later(self._linger_s, _resolve, full)
-            try:
-                await full
-            finally:
-                timer.cancel()
-                self._full = None
-        while self._pending:
-            batch, self._pending = self._pending, []
-            try:
-                await self._write([job for job, _ in batch])
-            except Exception as exc:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-            else:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_result(None)
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
 @dataclass(slots=True)
 class _User:
     """What one batch needs of one recipient."""
@@ -333,7 +277,10 @@ class PushWorker:
         self._device_rate = _Limiter(self.config.device_rate, self.config.device_rate_window_s)
         self._paces = {name: _Pace(self.config.provider_rate_per_s) for name in self._providers}
         self._sending = asyncio.Semaphore(self.config.max_in_flight)
-        self._recorder = _Recorder(jobs.record_push_jobs, self.config.record_linger_s, self.config.batch)
+        # Outcomes are recorded as they come back, not once the whole batch is sent: a job sent but not recorded
+        # is the one window in which a worker killed with SIGKILL sends twice (its lease runs out), so it stays
+        # one store write and the linger long.
+        self._recorder = GroupWriter(jobs.record_push_jobs, self.config.record_linger_s, self.config.batch)
         self._next_purge = 0.0
         self._cancels: list[PushJob] = []
         self.sent = 0

@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
+from flare_im.aio import GroupWriter
 from flare_im.backends.webhooks.base import DEAD, DELIVERED, PENDING, Delivery, WebhookStore
 from flare_im.observability import tracing
 from flare_im.services.webhooks import PostResult, Webhooks, decode_event, event_json
@@ -84,7 +85,7 @@ class WebhookWorker:
         self._room = asyncio.Semaphore(self.config.max_in_flight)
         self._per_endpoint: dict[str, asyncio.Semaphore] = {}
         self._in_flight: set[asyncio.Task[None]] = set()
-        self._recorder = _Recorder(store.record_deliveries)
+        self._recorder = GroupWriter(store.record_deliveries)
         self._next_purge = 0.0
         self.delivered = 0
         self.failed = 0
@@ -250,35 +251,3 @@ def _http_attributes(url: str, result: PostResult) -> dict[str, Any]:
     if result.status:  # 0: no answer
         attributes["http.response.status_code"] = result.status
     return attributes
-
-
-class _Recorder:
-    """Records outcomes as they come back, many per write: while one write is under way the outcomes that arrive
-    meanwhile wait and go in the next (as the push worker's recorder does)."""
-
-    def __init__(self, write: Callable[[Sequence[Delivery]], Awaitable[None]]) -> None:
-        self._write = write
-        self._pending: list[tuple[Delivery, asyncio.Future[None]]] = []
-        self._writing: asyncio.Task[None] | None = None
-
-    async def record(self, delivery: Delivery) -> None:
-        """Returns once ``delivery`` is recorded; raises what the store raised."""
-        done = asyncio.get_running_loop().create_future()
-        self._pending.append((delivery, done))
-        if self._writing is None or self._writing.done():
-            self._writing = asyncio.ensure_future(self._drain())
-        await done
-
-    async def _drain(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending, []
-            try:
-                await self._write([d for d, _ in batch])
-            except Exception as exc:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-            else:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_result(None)
