@@ -28,8 +28,8 @@ from typing import Any
 
 from flare_im.backends.message_log.queued import decode_record
 from flare_im.protocol.errors import ErrorCode, FlareError
-from flare_im.protocol.frames import ConvSettings, Hidden, Message, Receipt, TypingNotice
-from flare_im.services.router import Fanout
+from flare_im.protocol.frames import Message
+from flare_im.services.router import Fanout, FanoutDecorator
 
 log = logging.getLogger(__name__)
 
@@ -98,29 +98,17 @@ class EventFeed:
             subscription.queue.put_nowait(None)
 
 
-class TappedFanout:
+class TappedFanout(FanoutDecorator):
     """The router's Fanout on one node with the gRPC API on: delivers as before, and feeds ``Subscribe``."""
 
     def __init__(self, inner: Fanout, feed: EventFeed) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._feed = feed
 
     def deliver_message(self, uids: Iterable[str], message: Message, *, skip: tuple[str, str] | None) -> None:
         self._inner.deliver_message(uids, message, skip=skip)
         if len(self._feed):
             self._feed.publish(message)
-
-    def deliver_receipt(self, uids: Iterable[str], receipt: Receipt, *, skip: tuple[str, str] | None) -> None:
-        self._inner.deliver_receipt(uids, receipt, skip=skip)
-
-    def deliver_settings(self, uid: str, settings: ConvSettings, *, skip: tuple[str, str] | None) -> None:
-        self._inner.deliver_settings(uid, settings, skip=skip)
-
-    def deliver_typing(self, uids: Iterable[str], notice: TypingNotice) -> None:
-        self._inner.deliver_typing(uids, notice)
-
-    def deliver_hidden(self, uid: str, hidden: Hidden, *, skip: tuple[str, str] | None) -> None:
-        self._inner.deliver_hidden(uid, hidden, skip=skip)
 
 
 class KafkaEventSource:

@@ -21,9 +21,9 @@ import msgspec
 
 from flare_im.backends.queue.base import Position
 from flare_im.backends.relational.base import DeviceStore, PushTarget
-from flare_im.protocol.frames import ConvSettings, Hidden, Message, Receipt, TypingNotice
+from flare_im.protocol.frames import Message, Receipt
 from flare_im.services.message_kinds import SYSTEM, is_content
-from flare_im.services.router import Fanout
+from flare_im.services.router import Fanout, FanoutDecorator
 
 log = logging.getLogger(__name__)
 
@@ -182,13 +182,13 @@ class TargetCache:
         self._entries.clear()
 
 
-class NotifyingFanout:
+class NotifyingFanout(FanoutDecorator):
     """The router's Fanout, decorated: every message it delivers to the online devices is also queued for the
     offline ones, and every read receipt for the reader's other devices' badges (DESIGN.md §3 steps 6-7). The
     services call the Fanout only once an event is durable, which is the moment a push event may be queued."""
 
     def __init__(self, inner: Fanout, notifier: Notifier) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._notifier = notifier
 
     def deliver_message(self, uids: Iterable[str], message: Message, *, skip: tuple[str, str] | None) -> None:
@@ -200,12 +200,3 @@ class NotifyingFanout:
         self._inner.deliver_receipt(uids, receipt, skip=skip)
         if receipt.kind == "read":
             self._notifier.read(receipt.user, receipt.device, receipt.conv, receipt.seq)
-
-    def deliver_settings(self, uid: str, settings: ConvSettings, *, skip: tuple[str, str] | None) -> None:
-        self._inner.deliver_settings(uid, settings, skip=skip)
-
-    def deliver_typing(self, uids: Iterable[str], notice: TypingNotice) -> None:
-        self._inner.deliver_typing(uids, notice)
-
-    def deliver_hidden(self, uid: str, hidden: Hidden, *, skip: tuple[str, str] | None) -> None:
-        self._inner.deliver_hidden(uid, hidden, skip=skip)

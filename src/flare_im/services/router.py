@@ -64,6 +64,29 @@ class Fanout(Protocol):
         ...
 
 
+class FanoutDecorator:
+    """A Fanout that hands every frame to ``inner``; a decorator (push, webhooks, the gRPC event feed) overrides
+    the deliveries it also acts on."""
+
+    def __init__(self, inner: Fanout) -> None:
+        self._inner = inner
+
+    def deliver_message(self, uids: Iterable[str], message: Message, *, skip: tuple[str, str] | None) -> None:
+        self._inner.deliver_message(uids, message, skip=skip)
+
+    def deliver_receipt(self, uids: Iterable[str], receipt: Receipt, *, skip: tuple[str, str] | None) -> None:
+        self._inner.deliver_receipt(uids, receipt, skip=skip)
+
+    def deliver_settings(self, uid: str, settings: ConvSettings, *, skip: tuple[str, str] | None) -> None:
+        self._inner.deliver_settings(uid, settings, skip=skip)
+
+    def deliver_typing(self, uids: Iterable[str], notice: TypingNotice) -> None:
+        self._inner.deliver_typing(uids, notice)
+
+    def deliver_hidden(self, uid: str, hidden: Hidden, *, skip: tuple[str, str] | None) -> None:
+        self._inner.deliver_hidden(uid, hidden, skip=skip)
+
+
 class MessageRouter:
     # Uploaded media (services/media.py), set by the composition root: a body naming media_id is resolved.
     media: MediaService | None = None

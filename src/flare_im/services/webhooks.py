@@ -38,9 +38,9 @@ from flare_im.backends.webhooks.client import HttpError, WebhookHttpClient
 from flare_im.ids import now_ms
 from flare_im.observability import tracing
 from flare_im.protocol.errors import ErrorCode, FlareError
-from flare_im.protocol.frames import ConvSettings, Hidden, Message, Receipt, TypingNotice
+from flare_im.protocol.frames import Message
 from flare_im.services.message_kinds import OP_KINDS, SYSTEM, check_size, validate_body
-from flare_im.services.router import Fanout
+from flare_im.services.router import Fanout, FanoutDecorator
 from flare_im.signing import SIGNATURE_HEADER, signature
 
 log = logging.getLogger(__name__)
@@ -331,30 +331,18 @@ class Webhooks:
             self.emit("push_dropped", f"d_{j.job_id}", j.conv or j.uid, data, j.updated_at)
 
 
-class WebhookFanout:
+class WebhookFanout(FanoutDecorator):
     """The services' Fanout, decorated: every stored event they deliver is also an after-event (after_send,
     after_op, membership) when some endpoint subscribes to its type; nothing more when none does."""
 
     def __init__(self, inner: Fanout, webhooks: Webhooks) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._webhooks = webhooks
 
     def deliver_message(self, uids: Iterable[str], message: Message, *, skip: tuple[str, str] | None) -> None:
         self._inner.deliver_message(uids, message, skip=skip)
         if self._webhooks.after:
             self._webhooks.message(message)
-
-    def deliver_receipt(self, uids: Iterable[str], receipt: Receipt, *, skip: tuple[str, str] | None) -> None:
-        self._inner.deliver_receipt(uids, receipt, skip=skip)
-
-    def deliver_settings(self, uid: str, settings: ConvSettings, *, skip: tuple[str, str] | None) -> None:
-        self._inner.deliver_settings(uid, settings, skip=skip)
-
-    def deliver_typing(self, uids: Iterable[str], notice: TypingNotice) -> None:
-        self._inner.deliver_typing(uids, notice)
-
-    def deliver_hidden(self, uid: str, hidden: Hidden, *, skip: tuple[str, str] | None) -> None:
-        self._inner.deliver_hidden(uid, hidden, skip=skip)
 
 
 class DropReportingJobs:
