@@ -44,7 +44,16 @@ import msgspec
 
 from flare_im.aio import GroupWriter
 from flare_im.backends.message_log.base import ConvHead
-from flare_im.backends.push.base import FAILED, INVALID_TOKEN, RETRY, SENT, Notification, PushProvider, PushResult
+from flare_im.backends.push.base import (
+    FAILED,
+    INVALID_TOKEN,
+    RETRY,
+    SENT,
+    Notification,
+    PushProvider,
+    PushResult,
+    content,
+)
 from flare_im.backends.relational.base import DeviceStore, GroupStore, MembershipStore, PushTarget, UserStore
 from flare_im.backends.relational.notifications import (
     DEAD,
@@ -109,21 +118,7 @@ def backoff_s(tries: int, config: PushConfig, rng: random.Random, retry_after: f
 
 
 def _payload(n: Notification) -> str:
-    return msgspec.json.encode(
-        {
-            "category": n.category,
-            "title": n.title,
-            "body": n.body,
-            "badge": n.badge,
-            "collapse_id": n.collapse_id,
-            "priority": n.priority,
-            "silent": n.silent,
-            "voip": n.voip,
-            "ttl_s": n.ttl_s,
-            "data": dict(n.data),
-            "locale": n.locale,
-        }
-    ).decode()
+    return msgspec.json.encode(content(n)).decode()
 
 
 def notification_of(job: PushJob, target: PushTarget) -> Notification:

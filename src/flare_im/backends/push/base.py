@@ -28,7 +28,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 SENT = "sent"
 INVALID_TOKEN = "invalid_token"
@@ -112,6 +112,23 @@ def job_uuid(job_id: str) -> str:
 def transport_result(exc: Exception) -> PushResult:
     """A network error (refused, reset, timeout, TLS, protocol): no answer from the provider, so try again."""
     return PushResult(RETRY, reason=f"{type(exc).__name__}: {exc}"[:300])
+
+
+def content(n: Notification) -> dict[str, Any]:
+    """What a notification says, without where it goes: the job's stored payload, and part of a webhook's body."""
+    return {
+        "category": n.category,
+        "title": n.title,
+        "body": n.body,
+        "badge": n.badge,
+        "collapse_id": n.collapse_id,
+        "priority": n.priority,
+        "silent": n.silent,
+        "voip": n.voip,
+        "ttl_s": n.ttl_s,
+        "data": dict(n.data),
+        "locale": n.locale,
+    }
 
 
 def app_data(n: Notification) -> dict[str, str]:

@@ -29,6 +29,7 @@ from flare_im.backends.push.base import (
     SENT,
     Notification,
     PushResult,
+    content,
     retry_after_seconds,
     transport_result,
 )
@@ -46,17 +47,7 @@ def body(n: Notification) -> dict[str, Any]:
         "token": n.token,
         "app_id": n.app_id,
         "keys": dict(n.keys),
-        "category": n.category,
-        "title": n.title,
-        "body": n.body,
-        "badge": n.badge,
-        "collapse_id": n.collapse_id,
-        "priority": n.priority,
-        "silent": n.silent,
-        "voip": n.voip,
-        "ttl_s": n.ttl_s,
-        "data": dict(n.data),
-        "locale": n.locale,
+        **content(n),
     }
 
 
