@@ -151,7 +151,8 @@ def _new_row(m: Message, list_version: int, *, reply_to: int = 0, target: int = 
     )
 
 
-def _message(r: MessageRow) -> Message:
+def message_of_row(r: MessageRow) -> Message:
+    """A stored row as the protocol's Message (also read by the ClickHouse search index)."""
     return Message(
         conv=r.conv,
         seq=r.seq,
@@ -298,7 +299,7 @@ class ClickHouseMessageLog:
         if current is None:
             raise LookupError(f"no message {conv}#{change.target}")
         if (change.state or change.body is not None) and change.version != current.version + 1:
-            raise VersionConflict(_message(current))
+            raise VersionConflict(message_of_row(current))
         if at_seq is not None:
             raise SeqTaken(f"{conv}#{event.seq} is taken")
         version = event.list_version
@@ -459,7 +460,7 @@ class ClickHouseMessageLog:
 
     async def get(self, conv: str, seqs: Sequence[int]) -> list[Message]:
         rows = await self._latest(conv, seqs)
-        return [_message(rows[s]) for s in sorted(rows)]
+        return [message_of_row(rows[s]) for s in sorted(rows)]
 
     async def revisions(self, conv: str, seq: int) -> list[Revision]:
         if not 0 < seq <= MAX_SEQ:
@@ -492,7 +493,7 @@ class ClickHouseMessageLog:
             for conv, h in heads.items():
                 row = last.get(conv)
                 out[conv] = ConvHead(
-                    conv=conv, max_seq=h.max_seq, version=h.version, last=_message(row) if row else None
+                    conv=conv, max_seq=h.max_seq, version=h.version, last=message_of_row(row) if row else None
                 )
         return out
 
@@ -508,7 +509,7 @@ class ClickHouseMessageLog:
         rows = await _fetch(self._client, sql, MessageRow)
         if newest:
             rows.reverse()
-        return [_message(r) for r in rows]
+        return [message_of_row(r) for r in rows]
 
     async def find_by_client_id(self, sender: str, cmid: str) -> Message | None:
         sql = (
@@ -518,7 +519,7 @@ class ClickHouseMessageLog:
         for key in await _fetch(self._client, sql, _Key):
             row = (await self._latest(key.conv, [key.seq])).get(key.seq)
             if row is not None and row.msg_id == key.msg_id:
-                return _message(row)
+                return message_of_row(row)
         return None
 
     async def recent_client_ids(self, since_ms: int, limit: int) -> list[tuple[str, str]]:

@@ -33,6 +33,7 @@ from typing import Any
 import msgspec
 
 from flare_im.backends.clickhouse_client import ClickHouseClient, connect, quote
+from flare_im.backends.message_log.clickhouse import message_of_row
 from flare_im.backends.message_log.clickhouse_schema import MESSAGE_COLUMNS, MessageRow, schema
 from flare_im.backends.search.archived import hydrate
 from flare_im.backends.search.base import (
@@ -44,7 +45,6 @@ from flare_im.backends.search.base import (
     matches,
     searchable_text,
 )
-from flare_im.protocol.frames import Message
 from flare_im.protocol.values import decode_stored_body
 
 SKIP_INDEX_SINCE = (22, 1)
@@ -104,7 +104,6 @@ def archived_texts(rows: Sequence[tuple[Any, ...]]) -> list[ArchivedText]:
 
 _encode = msgspec.json.Encoder().encode
 _candidates = msgspec.json.Decoder(_Candidate, strict=False)
-_decode_reactions = msgspec.json.Decoder(dict[str, list[str]]).decode
 _rows = msgspec.json.Decoder(MessageRow, strict=False)
 
 
@@ -225,7 +224,7 @@ class ClickHouseSearchIndex:
             )
             rows = _rows.decode_lines(await self._client.query(sql))
             for row in rows:
-                message = _message(row)
+                message = message_of_row(row)
                 text = searchable_text(message.kind, message.state, message.body)
                 if text and matches(text, query.terms):
                     hits.append(SearchHit(message=message, text=text))
@@ -265,20 +264,3 @@ def _pattern(term: str) -> str:
 def _like(text: str) -> str:
     """A LIKE pattern finding ``text`` anywhere."""
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
-def _message(r: MessageRow) -> Message:
-    return Message(
-        conv=r.conv,
-        seq=r.seq,
-        msg_id=str(r.msg_id),
-        sender=r.sender,
-        cmid=r.cmid,
-        kind=r.kind,
-        body=decode_stored_body(r.body),
-        ts=r.ts,
-        version=r.version,
-        state=r.state,
-        edited_at=r.edited_at,
-        reactions=_decode_reactions(r.reactions) if r.reactions else {},
-    )
