@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from flare_im.archive import format as fmt
 from flare_im.archive.format import Manifest
 from flare_im.backends.message_log.base import Change, ConvHead, MessageLog, Revision
-from flare_im.backends.message_log.sqlite import SqliteMessageLog, _row_to_message
+from flare_im.backends.message_log.sqlite import SqliteMessageLog, message_of_row
 from flare_im.backends.objects.base import ObjectStore, open_object_store, read_all
 from flare_im.backends.sqlite_db import SqliteDatabase
 from flare_im.config import Settings
@@ -243,7 +243,7 @@ class ArchivedMessageLog:
         """The archived rows among ``seqs`` as they were archived, whatever the hot store holds."""
         out = []
         for seq in seqs:
-            out += [_row_to_message(r[:12]) for r in await self._archived(conv, seq - 1, seq + 1, 1, False)]
+            out += [message_of_row(r[:12]) for r in await self._archived(conv, seq - 1, seq + 1, 1, False)]
         return out
 
     async def revisions(self, conv: str, seq: int) -> list[Revision]:
@@ -279,7 +279,7 @@ class ArchivedMessageLog:
         if newest and len(hot) == limit and hot[0].seq > hi:
             return hot  # the page is all above the archive
         cold = await self._archived(conv, after, min(before, hi + 1), limit, newest)
-        page = {r[1]: _row_to_message(r[:12]) for r in cold}
+        page = {r[1]: message_of_row(r[:12]) for r in cold}
         page.update((m.seq, m) for m in hot)
         seqs = sorted(page)
         return [page[s] for s in (seqs[-limit:] if newest else seqs[:limit])]

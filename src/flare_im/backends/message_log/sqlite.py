@@ -46,14 +46,15 @@ _INDEXES = (
     "CREATE INDEX IF NOT EXISTS messages_target ON messages (conv, target) WHERE target IS NOT NULL",
 )
 
-_COLUMNS = "conv, seq, msg_id, sender, cmid, kind, body, ts, version, state, edited_at, reactions"
+COLUMNS = "conv, seq, msg_id, sender, cmid, kind, body, ts, version, state, edited_at, reactions"  # message_of_row's
 _encode = msgspec.json.Encoder().encode
 _decode_body = decode_stored_body  # made to obey the body rule if stored before it (protocol/values.py)
 _decode_reactions = msgspec.json.Decoder(dict[str, list[str]]).decode
 _EMPTY = _encode({})
 
 
-def _row_to_message(row: Any) -> Message:
+def message_of_row(row: Any) -> Message:
+    """A row of ``COLUMNS`` as the protocol's Message (also read by the SQLite search index)."""
     return Message(
         conv=row[0],
         seq=row[1],
@@ -121,9 +122,9 @@ class SqliteMessageLog:
     async def get(self, conv: str, seqs: Sequence[int]) -> list[Message]:
         # Chunks of ascending seqs, each ordered: the rows come in seq order.
         rows = self._db.fetchall_in(
-            f"SELECT {_COLUMNS} FROM messages WHERE conv = ? AND seq IN (?*) ORDER BY seq", sorted(set(seqs)), (conv,)
+            f"SELECT {COLUMNS} FROM messages WHERE conv = ? AND seq IN (?*) ORDER BY seq", sorted(set(seqs)), (conv,)
         )
-        return [_row_to_message(r) for r in rows]
+        return [message_of_row(r) for r in rows]
 
     async def revisions(self, conv: str, seq: int) -> list[Revision]:
         rows = self._db.fetchall(
@@ -137,31 +138,31 @@ class SqliteMessageLog:
 
     async def heads(self, convs: Sequence[str]) -> dict[str, ConvHead]:
         rows = self._db.fetchall_in(
-            f"SELECT h.conv, h.max_seq, h.version, {', '.join('m.' + c.strip() for c in _COLUMNS.split(','))}"
+            f"SELECT h.conv, h.max_seq, h.version, {', '.join('m.' + c.strip() for c in COLUMNS.split(','))}"
             " FROM conv_heads h LEFT JOIN messages m ON m.conv = h.conv AND m.seq = h.max_seq WHERE h.conv IN (?*)",
             convs,
         )
         heads: dict[str, ConvHead] = {}
         for r in rows:
-            last = _row_to_message(r[3:]) if r[3] is not None else None
+            last = message_of_row(r[3:]) if r[3] is not None else None
             heads[r[0]] = ConvHead(conv=r[0], max_seq=r[1], version=r[2], last=last)
         return heads
 
     async def range(self, conv: str, *, after: int, before: int, limit: int, newest: bool) -> list[Message]:
         order = "DESC" if newest else "ASC"
         rows = self._db.fetchall(
-            f"SELECT {_COLUMNS} FROM messages WHERE conv = ? AND seq > ? AND seq < ? ORDER BY seq {order} LIMIT ?",
+            f"SELECT {COLUMNS} FROM messages WHERE conv = ? AND seq > ? AND seq < ? ORDER BY seq {order} LIMIT ?",
             (conv, after, min(before, 2**63 - 1), limit),
         )
         if newest:
             rows.reverse()
-        return [_row_to_message(r) for r in rows]
+        return [message_of_row(r) for r in rows]
 
     async def find_by_client_id(self, sender: str, cmid: str) -> Message | None:
         row = self._db.fetchone(
-            f"SELECT {_COLUMNS} FROM messages WHERE sender = ? AND cmid = ? ORDER BY ts LIMIT 1", (sender, cmid)
+            f"SELECT {COLUMNS} FROM messages WHERE sender = ? AND cmid = ? ORDER BY ts LIMIT 1", (sender, cmid)
         )
-        return _row_to_message(row) if row else None
+        return message_of_row(row) if row else None
 
     async def recent_client_ids(self, since_ms: int, limit: int) -> list[tuple[str, str]]:
         rows = self._db.fetchall(
@@ -180,10 +181,10 @@ def _apply(conn: sqlite3.Connection, event: tuple[Any, ...], change: Change, ver
     conv, target = event[0], change.target
     conn.execute("SAVEPOINT op")
     try:
-        row = conn.execute(f"SELECT {_COLUMNS} FROM messages WHERE conv = ? AND seq = ?", (conv, target)).fetchone()
+        row = conn.execute(f"SELECT {COLUMNS} FROM messages WHERE conv = ? AND seq = ?", (conv, target)).fetchone()
         if row is None:
             raise LookupError(f"no message {conv}#{target}")
-        current = _row_to_message(row)
+        current = message_of_row(row)
         content = bool(change.state) or change.body is not None
         if content and change.version != current.version + 1:
             raise VersionConflict(current)

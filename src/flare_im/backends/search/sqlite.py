@@ -56,6 +56,7 @@ from typing import Any
 
 import msgspec
 
+from flare_im.backends.message_log.sqlite import COLUMNS, message_of_row
 from flare_im.backends.search.archived import hydrate
 from flare_im.backends.search.base import (
     UNSEARCHED_KINDS,
@@ -68,7 +69,6 @@ from flare_im.backends.search.base import (
 )
 from flare_im.backends.sqlite_db import SqliteDatabase
 from flare_im.ids import snowflake_floor, snowflake_ms
-from flare_im.protocol.frames import Message
 from flare_im.protocol.values import decode_stored_body
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,6 @@ _IN_CHUNK = 500  # values per IN list
 _MIN_BATCH = 50
 _MAX_ID = 2**63 - 1
 _NOT_CJK = re.compile(r"[^\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f]")
-_decode_reactions = msgspec.json.Decoder(dict[str, list[str]]).decode
 _encode = msgspec.json.Encoder().encode
 
 
@@ -122,9 +121,7 @@ _UPSERT = (
     "INSERT INTO search_docs (msg_id, text) VALUES (?, ?)"
     " ON CONFLICT (msg_id) DO UPDATE SET text = excluded.text WHERE text != excluded.text"
 )
-_COLUMNS = (
-    "m.conv, m.seq, m.msg_id, m.sender, m.cmid, m.kind, m.body, m.ts, m.version, m.state, m.edited_at, m.reactions"
-)
+_COLUMNS = ", ".join("m." + c.strip() for c in COLUMNS.split(","))  # the store's, read by message_of_row
 
 
 class SqliteSearchIndex:
@@ -363,7 +360,7 @@ class SqliteSearchIndex:
         while len(hits) < query.limit:
             rows = self._db.fetchall(sql, (*first, before, convs, *params, batch))
             for row in rows:
-                message = _message(row)
+                message = message_of_row(row)
                 text = searchable_text(message.kind, message.state, message.body)
                 if matches(text, query.terms):
                     hits.append(SearchHit(message=message, text=text))
@@ -485,20 +482,3 @@ def _text_filter(term: str) -> tuple[str, str]:
 
 def _contains(text: str | None, folded: str) -> bool:
     return text is not None and folded in fold(text)
-
-
-def _message(row: Sequence[Any]) -> Message:
-    return Message(
-        conv=row[0],
-        seq=row[1],
-        msg_id=str(row[2]),
-        sender=row[3],
-        cmid=row[4],
-        kind=row[5],
-        body=decode_stored_body(row[6]),
-        ts=row[7],
-        version=row[8],
-        state=row[9],
-        edited_at=row[10],
-        reactions=_decode_reactions(row[11]) if row[11] else {},
-    )
