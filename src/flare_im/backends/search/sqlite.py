@@ -51,7 +51,7 @@ import logging
 import re
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -307,17 +307,11 @@ class SqliteSearchIndex:
                 " ORDER BY a.msg_id DESC LIMIT ?"
             )
             first = []
-        convs = json.dumps([s.conv for s in query.scopes])
-        batch = max(_MIN_BATCH, 2 * query.limit)
-        before = query.before if query.before is not None else _MAX_ID
-        hits: list[SearchHit] = []
-        while len(hits) < query.limit:
-            rows = self._db.fetchall(sql, (*first, before, convs, *params, batch))
-            hits += await hydrate(archive.get, [(r[0], r[1]) for r in rows], query)
-            if len(rows) < batch:
-                break
-            before = rows[-1][2]
-        return hits[: query.limit]
+
+        async def take(rows: list[Any]) -> list[SearchHit]:
+            return await hydrate(archive.get, [(r[0], r[1]) for r in rows], query)
+
+        return await self._paged(query, sql, first, params, take)
 
     async def _search_hot(self, query: SearchQuery) -> list[SearchHit]:
         where: list[str] = [f"m.state = '' AND m.{_SEARCHED}"]
@@ -353,17 +347,36 @@ class SqliteSearchIndex:
                 " ORDER BY m.msg_id DESC LIMIT ?"
             )
             first = []
+
+        async def take(rows: list[Any]) -> list[SearchHit]:
+            hits = []
+            for row in rows:
+                message = message_of_row(row)
+                text = searchable_text(message.kind, message.state, message.body)
+                if matches(text, query.terms):
+                    hits.append(SearchHit(message=message, text=text))
+            return hits
+
+        return await self._paged(query, sql, first, params, take)
+
+    async def _paged(
+        self,
+        query: SearchQuery,
+        sql: str,
+        first: list[Any],
+        params: list[Any],
+        take: Callable[[list[Any]], Awaitable[list[SearchHit]]],
+    ) -> list[SearchHit]:
+        """Pages of ``sql`` (parameters: ``first``, the msg_id bound, the conversations, ``params``, the page
+        size; the third column a msg_id), newest first, each turned into hits by ``take``, until the query's
+        page is full or the rows run out."""
         convs = json.dumps([s.conv for s in query.scopes])
         batch = max(_MIN_BATCH, 2 * query.limit)
         before = query.before if query.before is not None else _MAX_ID
         hits: list[SearchHit] = []
         while len(hits) < query.limit:
             rows = self._db.fetchall(sql, (*first, before, convs, *params, batch))
-            for row in rows:
-                message = message_of_row(row)
-                text = searchable_text(message.kind, message.state, message.body)
-                if matches(text, query.terms):
-                    hits.append(SearchHit(message=message, text=text))
+            hits += await take(rows)
             if len(rows) < batch:
                 break
             before = rows[-1][2]
