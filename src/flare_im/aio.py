@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Generic, TypeVar
 
@@ -23,6 +25,16 @@ async def stop_tasks(tasks: Iterable[asyncio.Task[None]], *, retry_s: float = 1.
         _, pending = await asyncio.wait(pending, timeout=retry_s)
         for task in pending:
             task.cancel()
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM (a process's orderly stop), in the running loop."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread, or not a Unix
+            loop.add_signal_handler(sig, stop.set)
+    return stop
 
 
 class Repeater:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from flare_im.aio import stop_on_signals
 from flare_im.backends.bus.redis import RedisNodeBus
 from flare_im.backends.idempotency.redis import RedisIdempotencyStore
 from flare_im.backends.message_log.base import MessageLog
@@ -170,11 +170,7 @@ async def run_store_worker(settings: Settings) -> int:
     consumer = KafkaConsumer(kafka, [settings.messages_topic], settings.store_group)
     await consumer.start()
     worker = StoreWorker(consumer, store)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     task = asyncio.ensure_future(worker.run())
     obs, metrics_port = await observability_for_worker(
         "store", settings, [store_source(worker), consumer_source(consumer, settings.store_group)], stop

@@ -7,10 +7,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from flare_im.aio import stop_on_signals
 from flare_im.api.notifications import NotificationsApi
 from flare_im.backends.message_log.base import ConvHead, MessageLog
 from flare_im.backends.push.base import PushProvider
@@ -221,11 +221,7 @@ async def run_push_worker(settings: Settings) -> int:
     )
     consumer = KafkaConsumer(kafka, [settings.push_topic], settings.push_group)
     await consumer.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     task = asyncio.ensure_future(worker.run(consumer))
     obs, metrics_port = await observability_for_worker(
         "push", settings, [push_source(worker), consumer_source(consumer, settings.push_group)], stop

@@ -7,10 +7,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from flare_im.aio import stop_on_signals
 from flare_im.backends.queue.memory import MemoryConsumer, MemoryProducer, MemoryQueueBroker, MemoryQueueConfig
 from flare_im.backends.sqlite_db import SqliteDatabase
 from flare_im.backends.webhooks.base import WebhookStore
@@ -143,11 +143,7 @@ async def run_webhook_worker(settings: Settings) -> int:
         kafka_config_from_url(settings.queue_url), [settings.webhook_topic], settings.webhook_group
     )
     await consumer.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     task = asyncio.ensure_future(worker.run(consumer))
     print(f"flare worker ready webhooks group={settings.webhook_group} topic={settings.webhook_topic}", flush=True)
     await asyncio.wait([task, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED)

@@ -9,13 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from prometheus_client.core import Metric
 
+from flare_im.aio import stop_on_signals
 from flare_im.archive import cluster
 from flare_im.archive.archiver import ArchiveError
 from flare_im.archive.pg_catalog import ArchiveBusy
@@ -90,11 +90,7 @@ async def run_archive_worker(settings: Settings) -> int:
         raise ValueError("flare worker archive needs a cluster (embedded: flare archive run with the server stopped)")
     cluster.check(settings)
     stats = ArchiveStats()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     obs, metrics_port = await for_worker("archive", settings, [archive_source(stats)], stop)
     print(
         f"flare worker ready archive interval={settings.archive_interval_s:g}s"
