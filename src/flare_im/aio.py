@@ -81,19 +81,27 @@ class GroupWriter(Generic[T]):
     ) -> None:
         self._write = write
         self._linger_s, self._group = linger_s, group
-        self._pending: list[tuple[T, asyncio.Future[None]]] = []
+        self._pending: list[T] = []
+        self._pending_done: asyncio.Future[None] | None = None  # one per write: resolved when it is written
         self._writing: asyncio.Task[None] | None = None
         self._full: asyncio.Future[None] | None = None  # resolved when ``group`` outcomes wait: stop lingering
 
     async def record(self, item: T) -> None:
         """Returns once ``item`` is written; raises what the write raised."""
-        done = asyncio.get_running_loop().create_future()
-        self._pending.append((item, done))
+        await self.submit(item)
+
+    def submit(self, item: T) -> asyncio.Future[None]:
+        """Queue ``item``; the future (shared by every item of its write) resolves once it is written, or fails
+        as the write did. The caller must await it."""
+        self._pending.append(item)
+        done = self._pending_done
+        if done is None:
+            done = self._pending_done = asyncio.get_running_loop().create_future()
         if self._writing is None or self._writing.done():
             self._writing = asyncio.ensure_future(self._drain())
         elif self._full is not None and len(self._pending) >= self._group:
             _resolve(self._full)
-        await done
+        return done
 
     async def _drain(self) -> None:
         if self._linger_s > 0 and len(self._pending) < self._group:
@@ -107,16 +115,15 @@ class GroupWriter(Generic[T]):
                 self._full = None
         while self._pending:
             batch, self._pending = self._pending, []
+            done, self._pending_done = self._pending_done, None
+            assert done is not None
             try:
-                await self._write([item for item, _ in batch])
+                await self._write(batch)
             except Exception as exc:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
+                if not done.done():
+                    done.set_exception(exc)
             else:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_result(None)
+                _resolve(done)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -7,6 +7,8 @@ import asyncio
 from dataclasses import replace
 from typing import Any
 
+from msgspec import structs
+
 from flare_im.backends.relational.notifications import NotifySettings, PushJob
 
 
@@ -97,7 +99,7 @@ async def test_a_schedule_grows_until_the_job_leaves_that_state(relational: Any)
     assert await relational.schedule_push_job(job("s", seq=3, next_at=4_000, payload="3"))
     [stored] = await relational.push_jobs("alice")
     assert (stored.state, stored.seq, stored.payload) == ("scheduled", 3, "3")
-    await relational.record_push_jobs([replace(stored, state="sent")])
+    await relational.record_push_jobs([structs.replace(stored, state="sent")])
     assert not await relational.schedule_push_job(job("s", seq=4, next_at=4_000, payload="4"))
 
 
@@ -152,5 +154,6 @@ async def test_recording_replaces_claimed_jobs_and_inserts_unknown_ones_in_one_c
     stored = {j.job_id: j for j in await relational.push_jobs("alice")}
     assert stored == {o.job_id: o for o in outcomes}
     assert await relational.claim_push_jobs([job("a"), job("b")], 99_000_000, 30_000) == set()  # leases released
-    await relational.record_push_jobs([replace(outcomes[0], state="failed"), replace(outcomes[0], state="dead")])
+    failed, dead = structs.replace(outcomes[0], state="failed"), structs.replace(outcomes[0], state="dead")
+    await relational.record_push_jobs([failed, dead])
     assert {j.job_id: j.state for j in await relational.push_jobs("alice")}["a"] == "dead"  # the last one wins

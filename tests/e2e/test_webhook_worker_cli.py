@@ -11,10 +11,10 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from msgspec import structs
 from tests.conftest import fresh_postgres_schema
 from tests.fakes.server import FakeProvider, Request, Response, running
 from tests.services import require
@@ -95,7 +95,8 @@ async def test_the_webhook_worker_process_delivers_from_kafka(tmp_path: Path) ->
                 hooks = await open_webhook_emitter(Settings.load(environ=env), closers)
                 dropped = PushJob("bob|phone|d:a:b|3", "bob", "phone", "fcm", "message", "d:a:b", 3, "dropped",
                                   reason="muted", updated_at=5)  # fmt: skip
-                hooks.push_dropped([dropped, replace(dropped, job_id="x", reason="online")])  # online: not reported
+                online = structs.replace(dropped, job_id="x", reason="online")  # online: not reported
+                hooks.push_dropped([dropped, online])
                 for close in closers:
                     await close()
                 deadline = time.monotonic() + 30

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from msgspec import structs
 from tests.fakes.apns import FakeApns
 from tests.fakes.fcm import FakeFcm
 from tests.fakes.server import FakeProvider, running, self_signed_certificate
@@ -119,7 +120,7 @@ def _webpush_to(config: WebPushConfig, port: int) -> PushProvider:
         name = "webpush"
 
         async def send(self, n: Notification) -> object:
-            return await provider.send(dataclasses.replace(n, token=f"https://127.0.0.1:{port}/push/x"))
+            return await provider.send(structs.replace(n, token=f"https://127.0.0.1:{port}/push/x"))
 
         async def close(self) -> None:
             await provider.close()

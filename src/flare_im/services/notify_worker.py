@@ -29,7 +29,6 @@ a restart a burst may produce one more notification and a recall may not replace
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import hashlib
 import logging
@@ -41,6 +40,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
+from msgspec.structs import replace
 
 from flare_im.aio import GroupWriter
 from flare_im.backends.message_log.base import ConvHead
@@ -142,38 +142,6 @@ def notification_of(job: PushJob, target: PushTarget) -> Notification:
         ttl_s=p.get("ttl_s", 86400),
         data=p.get("data", {}),
         locale=p.get("locale", target.locale),
-    )
-
-
-def _evolve(
-    job: PushJob,
-    *,
-    state: str | None = None,
-    reason: str | None = None,
-    tries: int | None = None,
-    updated_at: int | None = None,
-    next_at: int | None = None,
-    latency_ms: int | None = None,
-    payload: str | None = None,
-    provider: str | None = None,
-) -> PushJob:
-    """``dataclasses.replace`` of the fields the worker changes, without its per-call introspection."""
-    return PushJob(
-        job.job_id,
-        job.uid,
-        job.device,
-        job.provider if provider is None else provider,
-        job.category,
-        job.conv,
-        job.seq,
-        job.state if state is None else state,
-        job.reason if reason is None else reason,
-        job.tries if tries is None else tries,
-        job.created_at,
-        job.updated_at if updated_at is None else updated_at,
-        job.next_at if next_at is None else next_at,
-        job.latency_ms if latency_ms is None else latency_ms,
-        job.payload if payload is None else payload,
     )
 
 
@@ -412,10 +380,10 @@ class PushWorker:
             summary = self._job(
                 event, target, cat, SCHEDULED, now, suffix=f"burst{window.first_seq}", seq=window.first_seq
             )
-            summary = dataclasses.replace(summary, seq=event.seq, next_at=int(window.end * 1000))
+            summary = replace(summary, seq=event.seq, next_at=int(window.end * 1000))
             rendered = tpl.render_burst(ctx, window.count)
             n = self._notification(summary, target, rendered, person.badge, event, silent=False)
-            summary = dataclasses.replace(summary, payload=_payload(n))
+            summary = replace(summary, payload=_payload(n))
             if await self._jobs.schedule_push_job(summary):
                 drops.append(self._job(event, target, cat, DROPPED, now, reason=f"collapsed into {summary.job_id}"))
                 return
@@ -469,7 +437,7 @@ class PushWorker:
             data={"type": "read", "conv": read.conv, "seq": str(read.seq)},
             locale=target.locale,
         )
-        sends.append((dataclasses.replace(job, payload=_payload(n)), n))
+        sends.append((replace(job, payload=_payload(n)), n))
 
     def _cancel_summary(self, read: ReadEvent, target: PushTarget, now: float) -> None:
         """The conversation was read: a pending burst summary of it is not sent to any device of the user."""
@@ -479,7 +447,7 @@ class PushWorker:
         if window is not None and window.count > 1 and now < window.end:
             cancelled = f"{read.uid}|{target.device}|{read.conv}|{window.first_seq}|burst{window.first_seq}"
             job = self._bare_job(cancelled, target, "message", read.conv, window.first_seq, now, read.ts, DROPPED, "")
-            self._cancels.append(dataclasses.replace(job, reason="read_elsewhere"))
+            self._cancels.append(replace(job, reason="read_elsewhere"))
 
     def _job(
         self,
@@ -589,16 +557,28 @@ class PushWorker:
         if not sends:
             return
         payloads = [_payload(n) for _, n in sends]  # one encode per job: claimed with it, recorded with it
-        jobs = [_evolve(job, payload=payload) for (job, _), payload in zip(sends, payloads, strict=True)]
+        jobs = [replace(job, payload=payload) for (job, _), payload in zip(sends, payloads, strict=True)]
         claimed = await self._jobs.claim_push_jobs(jobs, int(now * 1000), int(self.config.lease_s * 1000))
         parent = traced.parents.get if traced is not None else _untraced
-        await asyncio.gather(
-            *(
-                self._send_and_record(job, n, payload, parent(job.job_id))
+        todo = iter(
+            [
+                (job, n, payload, parent(job.job_id))
                 for job, (_, n), payload in zip(jobs, sends, payloads, strict=True)
                 if job.job_id in claimed
-            )
+            ]
         )
+        written: list[asyncio.Future[None]] = []
+
+        async def lane() -> None:
+            # A few lanes taking jobs in turn, not a task per job: what bounds the sends at once is the number
+            # of lanes (each holds one of the ``max_in_flight`` slots while it runs).
+            async with self._sending:
+                for job, n, payload, span in todo:
+                    written.append(self._recorder.submit(await self._deliver_traced(job, n, payload, span)))
+
+        await asyncio.gather(*(lane() for _ in range(min(len(claimed), self.config.max_in_flight))))
+        for done in dict.fromkeys(written):  # one future per group write
+            await done
 
     async def run_due(self) -> int:
         """Send the scheduled summaries and retries that are due (and queued jobs whose worker died)."""
@@ -625,16 +605,20 @@ class PushWorker:
             if n.badge is not None:  # the badge as it is now, not as it was when the job was made
                 if job.uid not in badges:
                     badges[job.uid] = await self.badge(job.uid)
-                n = dataclasses.replace(n, badge=badges[job.uid])
+                n = replace(n, badge=badges[job.uid])
             pending.append(self._send_and_record(job, n, _payload(n)))
         await self._jobs.record_push_jobs(gone)
         await asyncio.gather(*pending)
         return len(gone) + len(pending)
 
-    async def _send_and_record(self, job: PushJob, n: Notification, payload: str, parent: Span | None = None) -> None:
+    async def _send_and_record(self, job: PushJob, n: Notification, payload: str) -> None:
+        async with self._sending:
+            done = await self._deliver(job, n, payload)
+        await self._recorder.record(done)
+
+    async def _deliver_traced(self, job: PushJob, n: Notification, payload: str, parent: Span | None) -> PushJob:
         if parent is None:
-            await self._recorder.record(await self._deliver(job, n, payload))
-            return
+            return await self._deliver(job, n, payload)
         attributes = {
             "flare.push.provider": n.provider,
             "flare.push.job_id": job.job_id,
@@ -645,31 +629,30 @@ class PushWorker:
             done = await self._deliver(job, n, payload)
         error = done.reason if done.state in (JOB_FAILED, DEAD, RETRYING) else ""
         tracing.finish(span, {"flare.push.outcome": done.state}, error=error[:200])
-        await self._recorder.record(done)
+        return done
 
     async def _deliver(self, job: PushJob, n: Notification, payload: str) -> PushJob:
-        """Send once and return the job in its new state (not yet recorded); ``payload`` is ``n`` as JSON."""
+        """Send once and return the job in its new state (not yet recorded); ``payload`` is ``n`` as JSON. The
+        caller holds one of the ``max_in_flight`` slots (``_sending``)."""
         provider = self._providers.get(n.provider)
         if provider is None:
             reason = f"provider_disabled: {self._disabled.get(n.provider, 'not configured')}"
             return self._final(job, DROPPED, reason, self._clock())
-        async with self._sending:
-            if self.config.provider_rate_per_s > 0:
-                await self._paces[n.provider].acquire()
-            try:
-                result = await provider.send(n)
-            except Exception as exc:  # an adapter must not raise; if one does, treat it as transient
-                log.warning("push provider %s raised %r", n.provider, exc)
-                result = PushResult(RETRY, reason=f"{type(exc).__name__}: {exc}"[:300])
+        if self.config.provider_rate_per_s > 0:
+            await self._paces[n.provider].acquire()
+        try:
+            result = await provider.send(n)
+        except Exception as exc:  # an adapter must not raise; if one does, treat it as transient
+            log.warning("push provider %s raised %r", n.provider, exc)
+            result = PushResult(RETRY, reason=f"{type(exc).__name__}: {exc}"[:300])
         self.results.add((n.provider, result.outcome))
         now = self._clock()
         tries = job.tries + 1
-        # One copy of the job per outcome, made field by field (dataclasses.replace introspects on every call).
         updated_at = int(now * 1000)
         if result.outcome == SENT:
             self.sent += 1
             self._remember_shown(job)
-            return _evolve(
+            return replace(
                 job,
                 state=JOB_SENT,
                 reason=result.provider_id[:500],
@@ -691,7 +674,7 @@ class PushWorker:
         else:
             assert result.outcome == FAILED, result.outcome
             state, reason, next_at = JOB_FAILED, result.reason or str(result.status), 0
-        return _evolve(
+        return replace(
             job,
             state=state,
             reason=reason[:500],
@@ -704,7 +687,7 @@ class PushWorker:
 
     @staticmethod
     def _final(job: PushJob, state: str, reason: str, now: float) -> PushJob:
-        return dataclasses.replace(job, state=state, reason=reason[:500], updated_at=int(now * 1000), next_at=0)
+        return replace(job, state=state, reason=reason[:500], updated_at=int(now * 1000), next_at=0)
 
     def _remember_shown(self, job: PushJob) -> None:
         if job.category == BADGE or job.job_id.endswith(("|recall", "|delete")):

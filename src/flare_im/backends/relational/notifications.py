@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import msgspec
+
 QUEUED, SCHEDULED, RETRYING = "queued", "scheduled", "retrying"
 SENT, FAILED, DEAD, DROPPED = "sent", "failed", "dead", "dropped"
 PENDING_STATES = (QUEUED, SCHEDULED, RETRYING)
@@ -40,8 +42,8 @@ class NotifySettings:
     version: int = 0  # grows with every change (epoch ms of the change)
 
 
-@dataclass(frozen=True, slots=True)
-class PushJob:
+class PushJob(msgspec.Struct, frozen=True):
+    # A frozen Struct, not a frozen dataclass: the push worker makes three per notification (see Notification).
     job_id: str
     uid: str
     device: str
