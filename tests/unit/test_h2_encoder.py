@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from hpack import Decoder, NeverIndexedHeaderTuple
 
-from flare_im.backends.push.h2client import _StatelessEncoder, unindexed
+from flare_im.backends.push.h2client import _StatelessEncoder, literal_block, never_indexed, unindexed
 
 HEADERS = [
     (":method", "POST"),
@@ -50,3 +50,19 @@ def test_a_table_size_change_is_acknowledged_in_the_next_block() -> None:
     assert block[:1] == b"\x20"
     assert encoder.header_table_size == 0
     assert _pairs(Decoder().decode(block)) == [(":method", "POST")]
+
+
+def test_encoded_fragments_decode_as_the_headers_they_stand_for() -> None:
+    """literal_block (fixed headers, encoded once) and never_indexed (per request) mixed with plain headers."""
+    fixed = literal_block([(":method", "POST"), (":scheme", "https"), ("apns-topic", "im.flare.app")])
+    long_id = "i" * 200  # longer than 127: a multi-byte length
+    encoder, decoder = _StatelessEncoder(), Decoder()
+    for i in range(2):
+        block = encoder.encode([fixed, never_indexed(":path", f"/3/device/{i}"), ("content-type", "application/json"),
+                                never_indexed("apns-id", long_id), never_indexed("x-值", "值")])  # fmt: skip
+        decoded = decoder.decode(block)
+        assert _pairs(decoded) == [(":method", "POST"), (":scheme", "https"), ("apns-topic", "im.flare.app"),
+                                   (":path", f"/3/device/{i}"), ("content-type", "application/json"),
+                                   ("apns-id", long_id), ("x-值", "值")]  # fmt: skip
+        assert [isinstance(h, NeverIndexedHeaderTuple) for h in decoded] == [False] * 3 + [True, False, True, True]
+        assert len(decoder.header_table.dynamic_entries) == 0

@@ -105,6 +105,7 @@ class Consumer(Protocol):
     def batches(self, max_records: int, timeout_s: float) -> Any: ...
 
 
+@functools.lru_cache(maxsize=65536)  # a hash per notification otherwise; conversations repeat
 def collapse_id(conv: str) -> str:
     """One id per conversation (at most 64 bytes, as APNs requires): a newer notification replaces the shown one."""
     return "c" + hashlib.sha256(conv.encode()).hexdigest()[:32]

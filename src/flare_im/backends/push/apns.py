@@ -40,13 +40,12 @@ from flare_im.backends.push.base import (
     retry_after_seconds,
     transport_result,
 )
-from flare_im.backends.push.h2client import H2Client, H2Error, H2Response, unindexed
+from flare_im.backends.push.h2client import H2Client, H2Error, H2Response, Header, literal_block, never_indexed
 
 PRODUCTION_URL = "https://api.push.apple.com"
 SANDBOX_URL = "https://api.sandbox.push.apple.com"
 _INVALID_TOKEN_REASONS = frozenset({"BadDeviceToken", "DeviceTokenNotForTopic", "Unregistered", "ExpiredToken"})
 _COLLAPSE_MAX = 64  # apns-collapse-id: at most 64 bytes
-_PER_REQUEST = frozenset({"apns-id", "apns-expiration", "apns-collapse-id"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +74,8 @@ class ApnsProvider:
         )
         self._token = ""
         self._issued_at = 0.0
-        self._authorization = ("", ("authorization", ""))  # (token, its header), made once per token
+        self._authorization = ("", b"")  # (token, its header encoded), made once per token
+        self._fixed: dict[tuple[str, str, str], bytes] = {}  # (topic, push type, priority) -> their headers
 
     def provider_token(self) -> str:
         """The cached provider token, signed anew when older than ``token_refresh_s``."""
@@ -97,14 +97,13 @@ class ApnsProvider:
 
     async def send(self, n: Notification) -> PushResult:
         path = f"/3/device/{n.token}"
-        # Headers that change with every notification are marked so (their encodings are not cached).
-        headers = [unindexed(k, v) if k in _PER_REQUEST else (k, v) for k, v in self.headers(n).items()]
+        headers = self.headers(n)
         body = msgspec.json.encode(self.payload(n))  # compact UTF-8 JSON, as json.dumps(ensure_ascii=False)
         result = PushResult(FAILED)
         for _attempt in range(2):
             token = self.provider_token()
             if self._authorization[0] != token:
-                self._authorization = (token, ("authorization", f"bearer {token}"))
+                self._authorization = (token, literal_block([("authorization", f"bearer {token}")]))
             headers.append(self._authorization[1])
             try:
                 response = await self._client.request("POST", path, headers, body)
@@ -117,23 +116,36 @@ class ApnsProvider:
             headers.pop()  # the authorization of the expired token
         return PushResult(RETRY, "ExpiredProviderToken", status=result.status)
 
-    def headers(self, n: Notification) -> dict[str, str]:
+    def headers(self, n: Notification) -> list[Header]:
+        """The request's headers but authorization, encoded: those fixed per (topic, push type, priority) once,
+        those that change per notification (expiration, apns-id, collapse id) each time."""
         topic = n.app_id or self._config.topic
         if n.voip:
             push_type, topic = "voip", f"{topic}.voip"
         else:
             push_type = "background" if n.silent else "alert"
         priority = "5" if push_type == "background" or n.priority != "high" else "10"
-        headers = {
-            "apns-topic": topic,
-            "apns-push-type": push_type,
-            "apns-priority": priority,
-            "apns-expiration": str(int(self._clock()) + n.ttl_s if n.ttl_s > 0 else 0),
-            "apns-id": job_uuid(n.job_id),
-            "content-type": "application/json",
-        }
+        key = (topic, push_type, priority)
+        fixed = self._fixed.get(key)
+        if fixed is None:
+            if len(self._fixed) >= 256:  # topics come from registrations: bounded, but not by us
+                self._fixed.clear()
+            fixed = self._fixed[key] = literal_block(
+                [
+                    ("apns-topic", topic),
+                    ("apns-push-type", push_type),
+                    ("apns-priority", priority),
+                    ("content-type", "application/json"),
+                ]
+            )
+        headers: list[Header] = [
+            fixed,
+            never_indexed("apns-expiration", str(int(self._clock()) + n.ttl_s if n.ttl_s > 0 else 0)),
+            never_indexed("apns-id", job_uuid(n.job_id)),
+        ]
         if n.collapse_id:
-            headers["apns-collapse-id"] = n.collapse_id.encode()[:_COLLAPSE_MAX].decode(errors="ignore")
+            collapse = n.collapse_id.encode()[:_COLLAPSE_MAX].decode(errors="ignore")
+            headers.append(never_indexed("apns-collapse-id", collapse))
         return headers
 
     @staticmethod

@@ -46,7 +46,7 @@ from flare_im.backends.push.base import (
     transport_result,
 )
 from flare_im.backends.push.client import http_client
-from flare_im.backends.push.h2client import H2Client, H2Error, H2Response
+from flare_im.backends.push.h2client import H2Client, H2Error, H2Response, Header, literal_block
 from flare_im.backends.push.webpush import topic_of
 
 FCM_URL = "https://fcm.googleapis.com"
@@ -117,7 +117,7 @@ class FcmProvider:
         self._client = http_client(http2=False, ca_file=config.ca_file, timeout_s=config.timeout_s, max_connections=2)
         self._access_token = ""
         self._expires_at = 0.0
-        self._headers: tuple[str, list[tuple[str, str]]] = ("", [])
+        self._headers: tuple[str, list[Header]] = ("", [])
         self._lock = asyncio.Lock()
 
     async def access_token(self) -> str:
@@ -164,7 +164,10 @@ class FcmProvider:
             except OAuthError as exc:
                 return PushResult(RETRY if exc.retryable else FAILED, exc.reason, status=exc.status)
             if self._headers[0] != token:  # made once per access token
-                self._headers = (token, [("authorization", f"Bearer {token}"), ("content-type", "application/json")])
+                self._headers = (
+                    token,
+                    [literal_block([("authorization", f"Bearer {token}"), ("content-type", "application/json")])],
+                )
             headers = self._headers[1]
             try:
                 response = await self._sender.request("POST", self._send_path, headers, body)

@@ -22,7 +22,6 @@ raises ``H2Error``; the request may or may not have reached the server.
 from __future__ import annotations
 
 import asyncio
-import json
 import ssl
 import struct
 from collections.abc import Sequence
@@ -30,11 +29,28 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from hpack import HeaderTuple
+import msgspec
 
-from flare_im.backends.push.hpack_codec import HpackDecoder, HpackError, _StatelessEncoder, unindexed
+from flare_im.backends.push.hpack_codec import (
+    Header,
+    HpackDecoder,
+    HpackError,
+    _StatelessEncoder,
+    literal_block,
+    never_indexed,
+    unindexed,
+)
 
-__all__ = ["H2Client", "H2Error", "H2Response", "_StatelessEncoder", "unindexed"]
+__all__ = [
+    "H2Client",
+    "H2Error",
+    "H2Response",
+    "Header",
+    "_StatelessEncoder",
+    "literal_block",
+    "never_indexed",
+    "unindexed",
+]
 
 
 class H2Error(Exception):
@@ -53,8 +69,8 @@ class H2Response:
     content: bytes
 
     def json(self) -> Any:
-        """The body as JSON; ValueError if it is not."""
-        return json.loads(self.content)
+        """The body as JSON; ValueError (msgspec.DecodeError) if it is not."""
+        return msgspec.json.decode(self.content)
 
     @property
     def text(self) -> str:
@@ -178,7 +194,7 @@ class _Connection(asyncio.Protocol):
             return 0
         return self._max_streams - len(self._streams)
 
-    def request(self, headers: Sequence[tuple[str, str] | HeaderTuple], body: bytes) -> tuple[int, _Stream]:
+    def request(self, headers: Sequence[Header], body: bytes) -> tuple[int, _Stream]:
         stream_id = self._next_stream_id
         if stream_id > 0x7FFFFFFF:
             raise H2Error("no stream ids left on this connection")
@@ -458,6 +474,7 @@ class H2Client:
         self._scheme = parts.scheme
         default_port = self._port == (443 if parts.scheme == "https" else 80)
         self._authority = self._host if default_port else f"{self._host}:{self._port}"
+        self._pseudo: dict[str, bytes] = {}  # method -> its :method, :scheme and :authority, encoded
         self._ssl: ssl.SSLContext | None = None
         if parts.scheme == "https":
             self._ssl = ssl.create_default_context()
@@ -471,9 +488,7 @@ class H2Client:
         self._free = asyncio.Event()
         self._closed = False
 
-    async def request(
-        self, method: str, path: str, headers: Sequence[tuple[str, str] | HeaderTuple] = (), body: bytes = b""
-    ) -> H2Response:
+    async def request(self, method: str, path: str, headers: Sequence[Header] = (), body: bytes = b"") -> H2Response:
         """Send one request; its complete answer, or H2Error. A request the server did not process (GOAWAY,
         REFUSED_STREAM) is sent again, at most ``_RESENDS`` times, within the same timeout."""
         # One deadline for the whole request, resends included: a timer on the answer's future (asyncio.timeout
@@ -492,22 +507,23 @@ class H2Client:
             raise H2Error(f"{type(exc).__name__}: {exc}") from exc
 
     async def _request(
-        self, method: str, path: str, headers: Sequence[tuple[str, str] | HeaderTuple], body: bytes, deadline: float
+        self, method: str, path: str, headers: Sequence[Header], body: bytes, deadline: float
     ) -> H2Response:
         connection = self._open_connection()
         if connection is None:
             async with asyncio.timeout_at(deadline):
                 connection = await self._connection()
-        pseudo: list[tuple[str, str] | HeaderTuple] = [
-            (":method", method),
-            (":scheme", self._scheme),
-            (":authority", self._authority),
-            unindexed(":path", path),
-        ]
+        fixed = self._pseudo.get(method)
+        if fixed is None:
+            fixed = self._pseudo[method] = literal_block(
+                [(":method", method), (":scheme", self._scheme), (":authority", self._authority)]
+            )
+        block: list[Header] = [fixed, never_indexed(":path", path)]
         if body:
-            pseudo.append(unindexed("content-length", str(len(body))))
+            block.append(never_indexed("content-length", str(len(body))))
+        block += headers
         try:
-            stream_id, stream = connection.request([*pseudo, *headers], body)
+            stream_id, stream = connection.request(block, body)
         except H2Error:
             connection.closed = True
             raise

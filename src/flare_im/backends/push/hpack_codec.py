@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from array import array
 from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
 from hpack import HeaderTuple, NeverIndexedHeaderTuple
@@ -27,6 +28,11 @@ _STATIC: tuple[tuple[bytes, bytes], ...] = tuple(HeaderTable.STATIC_TABLE)
 _STATIC_NAMES: dict[bytes, int] = {}
 for _index, (_name, _) in enumerate(_STATIC, start=1):
     _STATIC_NAMES.setdefault(_name, _index)
+
+
+# A request header: (name, value), an hpack HeaderTuple (NeverIndexedHeaderTuple: not cached), or bytes already
+# encoded by literal_block or never_indexed (a fragment of the block, copied as it is).
+Header = tuple[str, str] | HeaderTuple | bytes
 
 
 class HpackError(Exception):
@@ -60,6 +66,9 @@ class _StatelessEncoder:
         self._size_update = False
         cache = self._cache
         for header in headers:
+            if header.__class__ is bytes:
+                out.append(header)
+                continue
             never = isinstance(header, HeaderTuple) and not header.indexable
             key = (header[0], header[1], never)
             encoded = cache.get(key)
@@ -78,6 +87,23 @@ class _StatelessEncoder:
                     cache[key] = encoded
             out.append(encoded)
         return b"".join(out)
+
+
+def literal_block(headers: Iterable[tuple[str, str]]) -> bytes:
+    """``headers`` encoded once as literals without indexing: a fixed part of many requests' blocks (the encoder
+    keeps no table, so a fragment means the same in every block)."""
+    return b"".join(_name_part(name.encode(), False) + _string(value.encode()) for name, value in headers)
+
+
+_NEVER_NAMES: dict[str, bytes] = {}  # names come from our code: a handful
+
+
+def never_indexed(name: str, value: str) -> bytes:
+    """One header encoded as a literal never indexed: for a value that changes with every request."""
+    prefix = _NEVER_NAMES.get(name)
+    if prefix is None:
+        prefix = _NEVER_NAMES[name] = _name_part(name.encode(), True)
+    return prefix + _string(value.encode())
 
 
 def _name_part(name: bytes, never: bool) -> bytes:

@@ -102,6 +102,7 @@ def encrypt(
 
 
 @functools.lru_cache(maxsize=4096)  # one collapse id per conversation: FCM asks for it on every send
+@functools.lru_cache(maxsize=65536)  # a hash per notification otherwise; collapse ids repeat
 def topic_of(collapse_id: str) -> str:
     """A Web Push ``Topic`` (≤ 32 characters of the base64url alphabet) for ``collapse_id``: itself when it
     already is one, else 32 characters of its SHA-256 (the same id always gives the same topic)."""
