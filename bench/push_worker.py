@@ -82,7 +82,7 @@ async def _world(directory: str, kind: str, provider: PushProvider) -> tuple[Pus
     async def nobody_online(uids: Sequence[str]) -> dict[str, set[str]]:
         return {}
 
-    config = PushConfig(collapse_window_s=0, device_rate=0, max_in_flight=256)
+    config = PushConfig(collapse_window_s=0, device_rate=0)  # max_in_flight as in production (64)
     worker = PushWorker(
         jobs=store,
         devices=store,
