@@ -11,7 +11,7 @@ import msgspec
 import pytest
 
 from flare_im.backends.message_log.base import Change, ConvHead, MessageLog, Revision, VersionConflict
-from flare_im.ids import snowflake_floor
+from flare_im.ids import now_ms, snowflake_floor
 from flare_im.protocol.frames import Message
 
 _msg_ids = itertools.count(1_000_000)
@@ -125,7 +125,7 @@ async def test_duplicate_seq_raises_and_stores_nothing(message_log: MessageLog) 
     await raised(message_log.append(dup, 20))
 
     assert await message_log.range("g:one", after=0, before=BEFORE_ALL, limit=10, newest=False) == [first]
-    assert await message_log.find_by_client_id("bob", "dup") is None
+    assert await message_log.find_by_client_id("bob", "dup", since_ms=0) is None
     assert await message_log.max_seq("g:one") == 1
     assert (await message_log.heads(["g:one"]))["g:one"] == ConvHead(conv="g:one", max_seq=1, version=10, last=first)
     assert await message_log.max_version() == 10
@@ -146,7 +146,7 @@ async def test_duplicate_seq_in_the_same_burst_fails_alone(message_log: MessageL
     assert isinstance(results[1], Exception)
     assert results[2] is None
     assert await message_log.range("g:one", after=0, before=BEFORE_ALL, limit=10, newest=False) == [one, two]
-    assert await message_log.find_by_client_id("alice", "one-again") is None
+    assert await message_log.find_by_client_id("alice", "one-again", since_ms=0) is None
 
 
 # ---------------------------------------------------------------- heads, max_seq, max_version
@@ -207,12 +207,34 @@ async def test_find_by_client_id(message_log: MessageLog) -> None:
     other_conv = mk("d:alice:bob", 1, sender="alice", cmid="c-3")
     await append_all(message_log, [mine, theirs, other_conv])
 
-    assert await message_log.find_by_client_id("alice", "c-1") == mine
-    assert await message_log.find_by_client_id("bob", "c-2") == theirs
-    assert await message_log.find_by_client_id("alice", "c-3") == other_conv
-    assert await message_log.find_by_client_id("bob", "c-1") is None  # the key is (sender, cmid)
-    assert await message_log.find_by_client_id("alice", "c-2") is None
-    assert await message_log.find_by_client_id("alice", "nope") is None
+    assert await message_log.find_by_client_id("alice", "c-1", since_ms=0) == mine
+    assert await message_log.find_by_client_id("bob", "c-2", since_ms=0) == theirs
+    assert await message_log.find_by_client_id("alice", "c-3", since_ms=0) == other_conv
+    assert await message_log.find_by_client_id("bob", "c-1", since_ms=0) is None  # the key is (sender, cmid)
+    assert await message_log.find_by_client_id("alice", "c-2", since_ms=0) is None
+    assert await message_log.find_by_client_id("alice", "nope", since_ms=0) is None
+
+
+async def test_find_by_client_id_looks_from_since_ms(message_log: MessageLog) -> None:
+    """Callers look within the idempotency window: a key stored before ``since_ms`` is not found from there."""
+    now = now_ms()
+
+    def at(seq: int, ts: int, cmid: str) -> Message:  # ids are snowflakes generated at ``ts``
+        return msgspec.structs.replace(
+            mk("g:w", seq, ts=ts, sender="alice", cmid=cmid), msg_id=str(snowflake_floor(ts) + seq)
+        )
+
+    old, recent, newest = at(1, now - 7_200_000, "old"), at(2, now - 290_000, "recent"), at(3, now - 1, "newest")
+    again = at(4, now - 100_000, "old")  # the old key used again, inside the window
+    await append_all(message_log, [old, recent, newest, again])
+
+    window = now - 300_000
+    assert await message_log.find_by_client_id("alice", "recent", since_ms=window) == recent
+    assert await message_log.find_by_client_id("alice", "newest", since_ms=window) == newest
+    assert await message_log.find_by_client_id("alice", "old", since_ms=window) == again  # not the one before
+    assert await message_log.find_by_client_id("alice", "old", since_ms=now - 8_000_000) == old  # the first
+    assert await message_log.find_by_client_id("alice", "recent", since_ms=now - 280_000) is None
+    assert await message_log.find_by_client_id("bob", "recent", since_ms=window) is None
 
 
 async def test_recent_client_ids_newest_first_since_and_limit(message_log: MessageLog) -> None:
@@ -242,8 +264,8 @@ async def test_any_text_round_trips(message_log: MessageLog) -> None:
 
     assert await message_log.get(conv, [1]) == [m]
     assert await message_log.range(conv, after=0, before=BEFORE_ALL, limit=10, newest=True) == [m]
-    assert await message_log.find_by_client_id(sender, cmid) == m
-    assert await message_log.find_by_client_id(sender, "c'1") is None
+    assert await message_log.find_by_client_id(sender, cmid, since_ms=0) == m
+    assert await message_log.find_by_client_id(sender, "c'1", since_ms=0) is None
     assert (await message_log.heads([conv, "g:o"]))[conv].last == m
     assert await message_log.max_seq(conv) == 1
     assert await message_log.max_seq("g:o'brien") == 0
@@ -290,7 +312,7 @@ async def test_appends_survive_close_and_reopen(message_log_backend: Any) -> Non
     assert await reopened.range("g:one", after=0, before=BEFORE_ALL, limit=10, newest=False) == msgs[:5]
     assert await reopened.max_seq("g:one") == 5
     assert await reopened.max_version() == 305
-    assert await reopened.find_by_client_id("a", "k") == msgs[5]
+    assert await reopened.find_by_client_id("a", "k", since_ms=0) == msgs[5]
     heads = await reopened.heads(["g:one", "d:a:b"])
     assert heads["g:one"] == ConvHead(conv="g:one", max_seq=5, version=304, last=msgs[4])
     assert heads["d:a:b"] == ConvHead(conv="d:a:b", max_seq=1, version=305, last=msgs[5])
@@ -378,7 +400,9 @@ async def test_edit_stores_the_event_and_replaces_the_target_body(message_log: M
     edited = msgspec.structs.replace(m1, body=new_body, version=2, edited_at=T_EDIT)
     assert await everything(message_log, "g:one") == [edited, e2]  # the event is stored as given, at its seq
     assert await message_log.get("g:one", [1, 2]) == [edited, e2]
-    assert await message_log.find_by_client_id(e2.sender, e2.cmid) == e2  # an op's id is an idempotency key too
+    assert (
+        await message_log.find_by_client_id(e2.sender, e2.cmid, since_ms=0) == e2
+    )  # an op's id is an idempotency key too
     assert await message_log.revisions("g:one", 1) == [Revision(version=1, body=m1.body, ts=m1.ts)]
     assert await message_log.revisions("g:one", 2) == []
     assert await message_log.revisions("g:one", 99) == []
@@ -435,7 +459,7 @@ async def test_content_change_needs_the_next_version_else_conflicts_and_writes_n
 
     assert conflict.value.current == stored  # the target as stored, so the caller can resolve
     assert await snapshot(message_log, "g:one") == before  # no event, no head move, target untouched
-    assert await message_log.find_by_client_id(event.sender, event.cmid) is None
+    assert await message_log.find_by_client_id(event.sender, event.cmid, since_ms=0) is None
     # The seq is still free and the right version applies.
     if kind == "edit":
         event, change = edit_op(m1, 5, {"text": "v3"}, version=3, edited_at=T_EDIT + 9)
@@ -466,7 +490,7 @@ async def test_missing_target_raises_lookup_error_and_writes_nothing(message_log
 
     assert await snapshot(message_log, "g:one") == before
     assert await snapshot(message_log, "g:other") == before_other
-    assert await message_log.find_by_client_id(event.sender, event.cmid) is None
+    assert await message_log.find_by_client_id(event.sender, event.cmid, since_ms=0) is None
 
 
 async def test_failed_applies_do_not_break_appends_queued_around_them(message_log: MessageLog) -> None:
@@ -692,7 +716,7 @@ async def test_apply_of_a_seq_that_exists_fails_and_stores_nothing(message_log: 
     ):
         await raised(message_log.apply(event, change, 20))
         assert await snapshot(message_log, "g:one") == before, event.kind
-        assert await message_log.find_by_client_id(event.sender, event.cmid) is None
+        assert await message_log.find_by_client_id(event.sender, event.cmid, since_ms=0) is None
 
     # A seq taken by an operation event is taken for appends and for other operations too.
     e3, change = reaction_op(m1, 3, "👍", "bob", True, version=1)
@@ -701,7 +725,7 @@ async def test_apply_of_a_seq_that_exists_fails_and_stores_nothing(message_log: 
     await raised(message_log.append(mk("g:one", 3, cmid="dup"), 22))
     await raised(message_log.apply(*edit_op(m2, 3, {"text": "x"}, version=2, edited_at=T_EDIT), 23))
     assert await snapshot(message_log, "g:one") == before
-    assert await message_log.find_by_client_id("alice", "dup") is None
+    assert await message_log.find_by_client_id("alice", "dup", since_ms=0) is None
 
 
 async def test_concurrent_apply_and_append_of_one_seq_store_one(message_log: MessageLog) -> None:
@@ -722,7 +746,7 @@ async def test_concurrent_apply_and_append_of_one_seq_store_one(message_log: Mes
         applied = f"u{seq}" in (await one(message_log, "g:one", 1)).reactions.get("👍", [])
         assert applied == (stored == [event])  # the change is applied exactly when its event is stored
         loser = plain if stored == [event] else event
-        assert await message_log.find_by_client_id(loser.sender, loser.cmid) is None
+        assert await message_log.find_by_client_id(loser.sender, loser.cmid, since_ms=0) is None
 
 
 async def test_apply_is_queued_in_call_order_with_appends(message_log: MessageLog) -> None:

@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 
 from flare_im.backends.message_log.base import Change, ConvHead, Revision
-from flare_im.backends.message_log.sqlite import SqliteMessageLog
+from flare_im.backends.message_log.sqlite import SqliteMessageLog, client_key_query
 from flare_im.backends.migrations import SchemaError, SqliteMigrator
 from flare_im.backends.relational.base import Member, SettingsChange
 from flare_im.backends.relational.sqlite import SCHEMA, SqliteRelational
 from flare_im.backends.sqlite_db import SqliteConfig, SqliteDatabase
+from flare_im.ids import now_ms, snowflake_floor
 from flare_im.protocol.frames import Message
 
 # The first schema (before conversation settings), as the first release created it.
@@ -217,5 +218,37 @@ async def test_message_state_columns_and_revisions_are_added_to_an_old_message_l
         assert await log.get("g:x", [1, 2, 3, 4]) == [edited, recalled, edit, recall]
         assert await log.revisions("g:x", 1) == [Revision(version=1, body={"text": "hi"}, ts=1000)]
         assert await log.max_seq("g:x") == 4
+    finally:
+        await db.close()
+
+
+async def test_the_idempotency_key_index_is_bucketed_by_time_and_replaces_the_old_one(tmp_path: Path) -> None:
+    """(sender, cmid) is indexed behind msg_id's time bucket, so that appends touch only the newest bucket; an
+    older file's index on (sender, cmid) alone is dropped, and a lookup in the window seeks the new one."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as old:
+        old.execute(
+            "CREATE TABLE messages (msg_id INTEGER PRIMARY KEY, conv TEXT NOT NULL, seq INTEGER NOT NULL,"
+            " sender TEXT NOT NULL, cmid TEXT NOT NULL, kind TEXT NOT NULL, body BLOB NOT NULL, ts INTEGER NOT NULL)"
+        )
+        old.execute("CREATE INDEX messages_client_id ON messages (sender, cmid)")
+    old.close()
+    now = now_ms()
+    stored = Message("g:x", 1, str(snowflake_floor(now - 60_000) + 1), "alice", "c1", "text", {"text": "hi"}, now)
+
+    db = SqliteDatabase(SqliteConfig(path=str(path)))
+    log = SqliteMessageLog(db)
+    db.start()
+    try:
+        await log.append(stored, 5)
+        assert await log.find_by_client_id("alice", "c1", since_ms=now - 300_000) == stored
+        assert await log.find_by_client_id("alice", "c1", since_ms=now - 30_000) is None  # stored before that
+        indexes = {r[0] for r in db.reader.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert "messages_client_id" not in indexes
+        assert "messages_client_key" in indexes
+        sql, params = client_key_query("alice", "c1", now - 300_000)
+        plan = [row[-1] for row in db.reader.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
+        assert any(p.startswith("SEARCH messages USING INDEX messages_client_key (<expr>=? AND sender=? AND cmid=?")
+                   for p in plan), plan  # fmt: skip
     finally:
         await db.close()

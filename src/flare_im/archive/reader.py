@@ -284,8 +284,8 @@ class ArchivedMessageLog:
         seqs = sorted(page)
         return [page[s] for s in (seqs[-limit:] if newest else seqs[:limit])]
 
-    async def find_by_client_id(self, sender: str, cmid: str) -> Message | None:
-        return await self._hot.find_by_client_id(sender, cmid)
+    async def find_by_client_id(self, sender: str, cmid: str, *, since_ms: int) -> Message | None:
+        return await self._hot.find_by_client_id(sender, cmid, since_ms=since_ms)
 
     async def recent_client_ids(self, since_ms: int, limit: int) -> list[tuple[str, str]]:
         return await self._hot.recent_client_ids(since_ms, limit)

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from flare_im.services.webhooks import Webhooks
 
 CLAIM_TTL_S = 8.0  # how long a node's claim on (sender, cmid) lasts while it stores the message
+_WINDOW_SLACK_MS = 60_000  # the log is asked about a minute further back than the idempotency window
 
 
 class Fanout(Protocol):
@@ -188,7 +189,7 @@ class MessageRouter:
                 if elsewhere is not None:
                     return elsewhere, True
             elif self._idempotency.claim(key):
-                stored = await self._log.find_by_client_id(sender, cmid)
+                stored = await self._stored(sender, cmid)
                 if stored is not None:
                     self._idempotency.put(key, stored)
                     return stored, True
@@ -218,6 +219,12 @@ class MessageRouter:
             if urgent:
                 self.urgent.end()
 
+    async def _stored(self, sender: str, cmid: str) -> Message | None:
+        """What the log holds under the key from within the idempotency window (and a minute more, for ids made
+        on a node whose clock is ahead): a retry after the window may be stored anew (protocol §7)."""
+        since_ms = now_ms() - int(self._window_s * 1000) - _WINDOW_SLACK_MS
+        return await self._log.find_by_client_id(sender, cmid, since_ms=since_ms)
+
     async def _claim_shared(self, sender: str, cmid: str) -> Message | None:
         """Claim ``(sender, cmid)`` for this node, or return what another node stored under it."""
         shared = self._shared
@@ -228,7 +235,7 @@ class MessageRouter:
             if claimed == RECLAIMED:
                 # An earlier claim ran out without a result: its node may have stored the message before
                 # it died (acknowledged by the queue, never by us). The log has the last word.
-                stored = await self._log.find_by_client_id(sender, cmid)
+                stored = await self._stored(sender, cmid)
                 if stored is not None:
                     await shared.complete(sender, cmid, _encode_message(stored), self._window_s)
                     return stored
@@ -258,9 +265,9 @@ class MessageRouter:
                 return _decode_message(raw)
             if await self._shared.vouched():
                 return None
-            return await self._log.find_by_client_id(sender, cmid)
+            return await self._stored(sender, cmid)
         if known is None and self._idempotency.claim(key):
-            stored = await self._log.find_by_client_id(sender, cmid)
+            stored = await self._stored(sender, cmid)
             if stored is not None:
                 self._idempotency.put(key, stored)
                 return stored

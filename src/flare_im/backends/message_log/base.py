@@ -114,8 +114,10 @@ class MessageLog(Protocol):
         newest of them if ``newest``, else the ``limit`` oldest."""
         ...
 
-    async def find_by_client_id(self, sender: str, cmid: str) -> Message | None:
-        """The message ``sender`` stored with client message id ``cmid`` (the idempotency key), if any."""
+    async def find_by_client_id(self, sender: str, cmid: str, *, since_ms: int) -> Message | None:
+        """The message ``sender`` stored with client message id ``cmid`` (the idempotency key), if its id was
+        generated at or after ``since_ms``. Callers look within the idempotency window (protocol §7: after it, a
+        retry may be stored anew), which lets an adapter index the key by time (SQLite does)."""
         ...
 
     async def recent_client_ids(self, since_ms: int, limit: int) -> list[tuple[str, str]]:

@@ -511,10 +511,11 @@ class ClickHouseMessageLog:
             rows.reverse()
         return [message_of_row(r) for r in rows]
 
-    async def find_by_client_id(self, sender: str, cmid: str) -> Message | None:
+    async def find_by_client_id(self, sender: str, cmid: str, *, since_ms: int) -> Message | None:
         sql = (
             f"SELECT DISTINCT conv, seq, msg_id, ts FROM client_ids"
-            f" WHERE sender = {quote(sender)} AND cmid = {quote(cmid)} ORDER BY ts, msg_id"
+            f" WHERE sender = {quote(sender)} AND cmid = {quote(cmid)} AND msg_id >= {snowflake_floor(since_ms)}"
+            " ORDER BY ts, msg_id"
         )
         for key in await _fetch(self._client, sql, _Key):
             row = (await self._latest(key.conv, [key.seq])).get(key.seq)

@@ -208,9 +208,9 @@ class QueuedMessageLog:
         await self._caught_up(conv)
         return await self._store.revisions(conv, seq)
 
-    async def find_by_client_id(self, sender: str, cmid: str) -> Message | None:
+    async def find_by_client_id(self, sender: str, cmid: str, *, since_ms: int) -> Message | None:
         await self._caught_up(None)
-        found = await self._store.find_by_client_id(sender, cmid)
+        found = await self._store.find_by_client_id(sender, cmid, since_ms=since_ms)
         if found is None:
             return None
         current = await self.get(found.conv, [found.seq])

@@ -44,8 +44,8 @@ class FeedingLog:
     async def range(self, conv: str, *, after: int, before: int, limit: int, newest: bool) -> list[Message]:
         return await self._log.range(conv, after=after, before=before, limit=limit, newest=newest)
 
-    async def find_by_client_id(self, sender: str, cmid: str) -> Message | None:
-        return await self._log.find_by_client_id(sender, cmid)
+    async def find_by_client_id(self, sender: str, cmid: str, *, since_ms: int) -> Message | None:
+        return await self._log.find_by_client_id(sender, cmid, since_ms=since_ms)
 
     async def recent_client_ids(self, since_ms: int, limit: int) -> list[tuple[str, str]]:
         return await self._log.recent_client_ids(since_ms, limit)
