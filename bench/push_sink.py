@@ -23,6 +23,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from flare_im.devcluster import free_port
+
 ACCESS_TOKEN = "ya29.flare-bench-sink"
 _APNS_AUTH_LUA = """
 local verified = {}
@@ -38,12 +40,6 @@ core.register_action("apns_auth", { "http-req" }, function(txn, public)
   txn:set_var("txn.auth_ok", ok)
 end, 1)
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _config(kind: str, port: int, crt: Path, public: Path, lua: Path) -> str:
@@ -89,17 +85,19 @@ if METH_POST {{ path_end /messages:send }}
 
 
 class HaproxySink:
-    """``with HaproxySink(kind, directory, cert_file, key_file, public_pem) as url``: haproxy on a free port."""
+    """``with HaproxySink(kind, directory, cert_file, key_file, public_pem) as url``: haproxy on a free port, on
+    ``cpus`` (None: where the caller may run)."""
 
-    cpus: set[int] | None = None  # CPUs haproxy runs on (None: where the caller may run)
-
-    def __init__(self, kind: str, directory: str, cert_file: str, key_file: str, public_pem: bytes) -> None:
+    def __init__(
+        self, kind: str, directory: str, cert_file: str, key_file: str, public_pem: bytes, cpus: set[int] | None
+    ) -> None:
         binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
         base = Path(directory)
         crt, public = base / "sink-crt.pem", base / "sink-public.pem"
         crt.write_bytes(Path(cert_file).read_bytes() + Path(key_file).read_bytes())
         public.write_bytes(public_pem)
-        self.port = _free_port()
+        self.port = free_port()
+        self._cpus = cpus
         config, lua = base / "sink.cfg", base / "sink-auth.lua"
         lua.write_text(_APNS_AUTH_LUA)
         config.write_text(_config(kind, self.port, crt, public, lua))
@@ -107,7 +105,7 @@ class HaproxySink:
         self._process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> str:
-        cpus = self.cpus
+        cpus = self._cpus
         self._process = subprocess.Popen(
             self._command,
             stdout=subprocess.DEVNULL,

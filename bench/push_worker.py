@@ -1,7 +1,7 @@
 """Notifications/s through one push worker (the whole path: events → jobs → claim → send → record) to the local
 APNs or FCM stand-in, loopback only.
 
-Run: .venv/bin/python bench/push_worker.py [seconds per case] [providers] [--sink] [--profile]
+Run: .venv/bin/python bench/push_worker.py [seconds per case] [providers] [--sink [--no-pin]] [--profile]
 (defaults 5, apns,fcm; ``null`` is a provider that answers at once without any I/O: the worker's own cost).
 The worker runs as in ``flare serve``: SQLite relational store (claims and outcomes, group commit in its writer
 thread), the target cache, settings, templates and badges per recipient. Each event is one message of a direct
@@ -17,6 +17,7 @@ CPU 0: the worker saturated, its rate per CPU-second (all its threads) is what i
 
 from __future__ import annotations
 
+import contextlib
 import cProfile
 import multiprocessing
 import os
@@ -123,21 +124,24 @@ async def _drive(worker: PushWorker, seconds: float) -> tuple[int, float, float,
     return worker.sent - sent0, time.perf_counter() - wall, time.process_time() - cpu, time.thread_time() - loop
 
 
-def run_case(kind: str, seconds: float, directory: str, profile: bool, sink: bool) -> None:
+def run_case(kind: str, seconds: float, directory: str, profile: bool, sink: set[int] | None) -> None:
+    """``sink``: answer from haproxy on these CPUs (an empty set: anywhere), not from the Python stand-in."""
     from tests.fakes.server import self_signed_certificate
 
     process = None
     parent: Any = None
-    haproxy: HaproxySink | None = None
+    stack = contextlib.ExitStack()
     url, private, ca_file = "", b"", ""
     if kind != "null":
         certificate = self_signed_certificate(Path(directory))
         key: Any = ec.generate_private_key(ec.SECP256R1()) if kind == "apns" else rsa.generate_private_key(65537, 2048)
         private, public = _pem(key)
         ca_file = certificate.cert_file
-    if kind != "null" and sink:
-        haproxy = HaproxySink(kind, directory, certificate.cert_file, certificate.key_file, public)
-        url = haproxy.__enter__()
+    if kind != "null" and sink is not None:
+        sink_cpus = sink or None
+        url = stack.enter_context(
+            HaproxySink(kind, directory, certificate.cert_file, certificate.key_file, public, sink_cpus)
+        )
     elif kind != "null":
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()
@@ -161,13 +165,12 @@ def run_case(kind: str, seconds: float, directory: str, profile: bool, sink: boo
                 await db.close()
 
         sent, wall, cpu, loop = uvloop.run(main())
-        accepted = "haproxy" if haproxy is not None else "-"
+        accepted = "haproxy" if sink is not None and kind != "null" else "-"
         if parent is not None:
             parent.send("stop")
             accepted = str(parent.recv())
     finally:
-        if haproxy is not None:
-            haproxy.__exit__()
+        stack.close()
         if process is not None:
             process.join(timeout=10)
             if process.is_alive():
@@ -181,14 +184,14 @@ def run_case(kind: str, seconds: float, directory: str, profile: bool, sink: boo
         pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
 
 
-def main(seconds: float, kinds: list[str], profile: bool, sink: bool) -> None:
-    if sink and "--no-pin" not in sys.argv and len(os.sched_getaffinity(0)) > 1:
-        others = os.sched_getaffinity(0) - {0}
-        os.sched_setaffinity(0, {0})  # the worker here; haproxy (started after) moves to the others
-        HaproxySink.cpus = others
+def main(seconds: float, kinds: list[str], profile: bool, sink: bool, pin: bool) -> None:
+    sink_cpus: set[int] | None = set() if sink else None
+    if sink and pin and len(os.sched_getaffinity(0)) > 1:
+        sink_cpus = os.sched_getaffinity(0) - {0}
+        os.sched_setaffinity(0, {0})  # the worker here; haproxy on the others
     for kind in kinds:
         with tempfile.TemporaryDirectory(prefix="flare-push-worker-bench-") as directory:
-            run_case(kind, seconds, directory, profile, sink)
+            run_case(kind, seconds, directory, profile, sink_cpus)
 
 
 if __name__ == "__main__":
@@ -199,4 +202,5 @@ if __name__ == "__main__":
         (args[1] if len(args) > 1 else "apns,fcm").split(","),
         "--profile" in flags,
         "--sink" in flags,
+        "--no-pin" not in flags,
     )
