@@ -41,6 +41,11 @@ def mk(
     )
 
 
+def mk_at(conv: str, seq: int, ts: int, **kw: Any) -> Message:
+    """``mk`` with a msg_id that is a snowflake generated at ``ts``, as the server makes them."""
+    return msgspec.structs.replace(mk(conv, seq, ts=ts, **kw), msg_id=str(snowflake_floor(ts) + seq))
+
+
 async def append_all(log: MessageLog, messages: list[Message], first_version: int = 100) -> None:
     for i, m in enumerate(messages):
         await log.append(m, first_version + i)
@@ -219,10 +224,8 @@ async def test_find_by_client_id_looks_from_since_ms(message_log: MessageLog) ->
     """Callers look within the idempotency window: a key stored before ``since_ms`` is not found from there."""
     now = now_ms()
 
-    def at(seq: int, ts: int, cmid: str) -> Message:  # ids are snowflakes generated at ``ts``
-        return msgspec.structs.replace(
-            mk("g:w", seq, ts=ts, sender="alice", cmid=cmid), msg_id=str(snowflake_floor(ts) + seq)
-        )
+    def at(seq: int, ts: int, cmid: str) -> Message:
+        return mk_at("g:w", seq, ts, cmid=cmid)
 
     old, recent, newest = at(1, now - 7_200_000, "old"), at(2, now - 290_000, "recent"), at(3, now - 1, "newest")
     again = at(4, now - 100_000, "old")  # the old key used again, inside the window
@@ -240,10 +243,8 @@ async def test_find_by_client_id_looks_from_since_ms(message_log: MessageLog) ->
 async def test_recent_client_ids_newest_first_since_and_limit(message_log: MessageLog) -> None:
     base = 1_800_000_000_000
 
-    def at(conv: str, seq: int, ts: int) -> Message:  # ids are snowflakes generated at ``ts``
-        return msgspec.structs.replace(mk(conv, seq, ts=ts), msg_id=str(snowflake_floor(ts) + seq))
-
-    msgs = [at("g:a", 1, base + 1000), at("g:b", 1, base + 2000), at("g:a", 2, base + 3000), at("g:c", 1, base + 4000)]
+    msgs = [mk_at("g:a", 1, base + 1000), mk_at("g:b", 1, base + 2000), mk_at("g:a", 2, base + 3000),
+            mk_at("g:c", 1, base + 4000)]  # fmt: skip
     await append_all(message_log, msgs)
 
     def keys(ms: list[Message]) -> list[tuple[str, str]]:
