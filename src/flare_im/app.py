@@ -61,7 +61,7 @@ from flare_im.services.idempotency import IdempotencyCache, SharedIdempotencyKee
 from flare_im.services.notify import NotifyingFanout, Publish
 from flare_im.services.operations import MessageOperations
 from flare_im.services.presence import PresenceService
-from flare_im.services.router import Fanout, MessageRouter
+from flare_im.services.router import WINDOW_SLACK_MS, Fanout, MessageRouter
 from flare_im.services.signing_keys import previous_secrets
 from flare_im.services.status import StatusService
 from flare_im.services.sync import SyncService
@@ -142,7 +142,9 @@ async def build_node(settings: Settings) -> Node:
     else:
         if not settings.effective_message_store_url.startswith("sqlite://"):
             raise ValueError(f"unsupported message_store_url {settings.effective_message_store_url!r} on one node")
-        sqlite_log = SqliteMessageLog(sqlite(settings.effective_message_store_url))
+        # The log answers idempotency lookups from memory as far back as the router asks (services/router.py).
+        horizon_s = settings.idempotency_window_s + WINDOW_SLACK_MS / 1000
+        sqlite_log = SqliteMessageLog(sqlite(settings.effective_message_store_url), key_horizon_s=horizon_s)
         from flare_im.archive.lock import has_archived_parts, hold_shared
 
         closers.append(hold_shared(data_dir))  # flare archive run refuses while it is held

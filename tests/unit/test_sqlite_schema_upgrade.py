@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from flare_im.backends.message_log.base import Change, ConvHead, Revision
-from flare_im.backends.message_log.sqlite import SqliteMessageLog, client_key_query
+from flare_im.backends.message_log.sqlite import SqliteMessageLog
 from flare_im.backends.migrations import SchemaError, SqliteMigrator
 from flare_im.backends.relational.base import Member, SettingsChange
 from flare_im.backends.relational.sqlite import SCHEMA, SqliteRelational
@@ -222,33 +222,38 @@ async def test_message_state_columns_and_revisions_are_added_to_an_old_message_l
         await db.close()
 
 
-async def test_the_idempotency_key_index_is_bucketed_by_time_and_replaces_the_old_one(tmp_path: Path) -> None:
-    """(sender, cmid) is indexed behind msg_id's time bucket, so that appends touch only the newest bucket; an
-    older file's index on (sender, cmid) alone is dropped, and a lookup in the window seeks the new one."""
+async def test_an_older_files_idempotency_key_indexes_are_dropped_and_its_recent_keys_found(tmp_path: Path) -> None:
+    """Earlier releases indexed (sender, cmid) in the file; opening drops those indexes (the keys of recent rows
+    are kept in memory instead) and still finds what the file holds, recent or older."""
     path = tmp_path / "old.db"
+    now = now_ms()
+    recent_id, old_id = snowflake_floor(now - 60_000) + 1, snowflake_floor(now - 3_600_000) + 1
     with sqlite3.connect(path) as old:
         old.execute(
             "CREATE TABLE messages (msg_id INTEGER PRIMARY KEY, conv TEXT NOT NULL, seq INTEGER NOT NULL,"
             " sender TEXT NOT NULL, cmid TEXT NOT NULL, kind TEXT NOT NULL, body BLOB NOT NULL, ts INTEGER NOT NULL)"
         )
         old.execute("CREATE INDEX messages_client_id ON messages (sender, cmid)")
+        old.execute("CREATE INDEX messages_client_key ON messages (msg_id >> 40, sender, cmid)")
+        old.execute(
+            f"INSERT INTO messages VALUES ({old_id}, 'g:x', 1, 'alice', 'c0', 'text', '{{}}', {now - 3_600_000})"
+        )
+        old.execute(
+            f"INSERT INTO messages VALUES ({recent_id}, 'g:x', 2, 'alice', 'c1', 'text', '{{}}', {now - 60_000})"
+        )
     old.close()
-    now = now_ms()
-    stored = Message("g:x", 1, str(snowflake_floor(now - 60_000) + 1), "alice", "c1", "text", {"text": "hi"}, now)
 
     db = SqliteDatabase(SqliteConfig(path=str(path)))
-    log = SqliteMessageLog(db)
+    log = SqliteMessageLog(db, key_horizon_s=360)
     db.start()
     try:
-        await log.append(stored, 5)
-        assert await log.find_by_client_id("alice", "c1", since_ms=now - 300_000) == stored
-        assert await log.find_by_client_id("alice", "c1", since_ms=now - 30_000) is None  # stored before that
         indexes = {r[0] for r in db.reader.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-        assert "messages_client_id" not in indexes
-        assert "messages_client_key" in indexes
-        sql, params = client_key_query("alice", "c1", now - 300_000)
-        plan = [row[-1] for row in db.reader.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
-        assert any(p.startswith("SEARCH messages USING INDEX messages_client_key (<expr>=? AND sender=? AND cmid=?")
-                   for p in plan), plan  # fmt: skip
+        assert not {"messages_client_id", "messages_client_key"} & indexes
+        found = await log.find_by_client_id("alice", "c1", since_ms=now - 300_000)
+        assert found is not None and found.msg_id == str(recent_id)
+        assert await log.find_by_client_id("alice", "c1", since_ms=now - 30_000) is None  # stored before that
+        assert await log.find_by_client_id("alice", "c0", since_ms=now - 300_000) is None  # before the window
+        older = await log.find_by_client_id("alice", "c0", since_ms=now - 7_200_000)  # from further back: a scan
+        assert older is not None and older.msg_id == str(old_id)
     finally:
         await db.close()

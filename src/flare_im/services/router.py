@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from flare_im.services.webhooks import Webhooks
 
 CLAIM_TTL_S = 8.0  # how long a node's claim on (sender, cmid) lasts while it stores the message
-_WINDOW_SLACK_MS = 60_000  # the log is asked about a minute further back than the idempotency window
+WINDOW_SLACK_MS = 60_000  # the log is asked about a minute further back than the idempotency window
 
 
 class Fanout(Protocol):
@@ -222,7 +222,7 @@ class MessageRouter:
     async def _stored(self, sender: str, cmid: str) -> Message | None:
         """What the log holds under the key from within the idempotency window (and a minute more, for ids made
         on a node whose clock is ahead): a retry after the window may be stored anew (protocol §7)."""
-        since_ms = now_ms() - int(self._window_s * 1000) - _WINDOW_SLACK_MS
+        since_ms = now_ms() - int(self._window_s * 1000) - WINDOW_SLACK_MS
         return await self._log.find_by_client_id(sender, cmid, since_ms=since_ms)
 
     async def _claim_shared(self, sender: str, cmid: str) -> Message | None:

@@ -14,8 +14,9 @@ import msgspec
 
 from flare_im.backends.message_log.base import Change, ConvHead, Revision, VersionConflict
 from flare_im.backends.message_log.changes import edit_refs, react, reply_seq, unquote
+from flare_im.backends.message_log.client_keys import RecentClientKeys
 from flare_im.backends.sqlite_db import RowBatcher, SqliteDatabase, columns
-from flare_im.ids import COUNTER_BITS, NODE_BITS, now_ms, snowflake_floor
+from flare_im.ids import now_ms, snowflake_floor
 from flare_im.protocol.frames import Message
 from flare_im.protocol.values import decode_stored_body
 
@@ -40,17 +41,13 @@ _STATE_COLUMNS = (
     ("reply_seq", "INTEGER"),  # the message quoted by this one (so a recall can update the quote)
     ("target", "INTEGER"),  # an operation event: the seq it applies to
 )
-# The idempotency key (sender, cmid) is indexed behind the time bucket of msg_id (2^18 ms, ~4.4 min): cmids are
-# client-chosen (UUIDs, counters), so an index on (sender, cmid) alone takes each append at a random leaf, and
-# as it outgrows the page cache every commit writes more pages (p99 of a steady load doubled within minutes).
-# With the bucket first, appends touch only the newest bucket's leaves; a lookup within the idempotency window
-# is a seek per bucket (two or three). The first index, on (sender, cmid), is dropped from older files.
-_BUCKET_SHIFT = NODE_BITS + COUNTER_BITS + 18
-_MAX_SEEKS = 4096  # beyond this many buckets (a lookup from far in the past), a range scan instead
+# The idempotency key (sender, cmid) has no index in the file: client ids are random keys, and an index on them
+# wrote a leaf page per append (see client_keys.py). Recent keys are in memory; older ones are found by a scan.
+# Files from earlier releases lose their key index when opened.
 _CLOCK_SLACK_MS = 60_000  # ids made by a node whose clock is ahead of ours are still found
 _INDEXES = (
     "DROP INDEX IF EXISTS messages_client_id",
-    f"CREATE INDEX IF NOT EXISTS messages_client_key ON messages (msg_id >> {_BUCKET_SHIFT}, sender, cmid)",
+    "DROP INDEX IF EXISTS messages_client_key",
     "CREATE INDEX IF NOT EXISTS messages_reply ON messages (conv, reply_seq) WHERE reply_seq IS NOT NULL",
     "CREATE INDEX IF NOT EXISTS messages_target ON messages (conv, target) WHERE target IS NOT NULL",
 )
@@ -90,25 +87,21 @@ def _heads(rows: list[tuple[Any, ...]]) -> Iterable[tuple[str, int, int]]:
     return heads.values()
 
 
-def client_key_query(sender: str, cmid: str, since_ms: int) -> tuple[str, tuple[Any, ...]]:
-    """The lookup of an idempotency key stored at or after ``since_ms``: a seek per time bucket from there to now."""
-    floor = snowflake_floor(since_ms)
-    first, last = floor >> _BUCKET_SHIFT, snowflake_floor(now_ms() + _CLOCK_SLACK_MS) >> _BUCKET_SHIFT
-    if last - first < _MAX_SEEKS:
-        buckets = ",".join(str(b) for b in range(first, last + 1))  # integers we computed: no injection
-        where = f"msg_id >> {_BUCKET_SHIFT} IN ({buckets}) AND sender = ? AND cmid = ? AND msg_id >= ?"
-    else:
-        where = "sender = ? AND cmid = ? AND msg_id >= ?"
-    return f"SELECT {COLUMNS} FROM messages WHERE {where} ORDER BY ts LIMIT 1", (sender, cmid, floor)
-
-
 class SqliteMessageLog:
-    def __init__(self, db: SqliteDatabase) -> None:
+    """``key_horizon_s``: how far back ``find_by_client_id`` answers from the keys in memory (the idempotency
+    window and the router's slack); a lookup from further back scans the rows from there."""
+
+    def __init__(self, db: SqliteDatabase, *, key_horizon_s: float = 360.0) -> None:
         self._db = db
         db.migrate(SCHEMA)
         present = {row[1] for row in db.reader.execute("PRAGMA table_info(messages)").fetchall()}
         db.migrate(f"ALTER TABLE messages ADD COLUMN {n} {d}" for n, d in _STATE_COLUMNS if n not in present)
         db.migrate(_INDEXES)
+        self._keys = RecentClientKeys(horizon_s=key_horizon_s, clock_slack_ms=_CLOCK_SLACK_MS)
+        since = now_ms() - int(key_horizon_s * 1000) - _CLOCK_SLACK_MS
+        recent = "SELECT msg_id, sender, cmid FROM messages WHERE msg_id >= ?"
+        rows = db.reader.execute(recent, (snowflake_floor(since),))
+        self._keys.load(rows, since_ms=since)
         # Concurrent appends share one executemany per transaction (see RowBatcher).
         self._appends = RowBatcher(
             db,
@@ -130,13 +123,16 @@ class SqliteMessageLog:
         m = message
         body = m.body
         quoted = reply_seq(body) if "reply_to" in body else None
+        msg_id = int(m.msg_id)
+        self._keys.add(m.sender, m.cmid, msg_id)  # before it commits: a retry racing the commit must find it
         return self._appends.submit(
-            (m.conv, m.seq, int(m.msg_id), m.sender, m.cmid, m.kind, _encode(body), m.ts, quoted, None, version)
+            (m.conv, m.seq, msg_id, m.sender, m.cmid, m.kind, _encode(body), m.ts, quoted, None, version)
         )
 
     def apply(self, event: Message, change: Change, version: int) -> Awaitable[None]:
         e = event
         row = (e.conv, e.seq, int(e.msg_id), e.sender, e.cmid, e.kind, _encode(e.body), e.ts, None, change.target)
+        self._keys.add(e.sender, e.cmid, row[2])
         self._appends.seal()  # appends called before this one commit before it, later ones after
         return self._db.write(lambda conn: _apply(conn, row, change, version))
 
@@ -180,8 +176,19 @@ class SqliteMessageLog:
         return [message_of_row(r) for r in rows]
 
     async def find_by_client_id(self, sender: str, cmid: str, *, since_ms: int) -> Message | None:
-        row = self._db.fetchone(*client_key_query(sender, cmid, since_ms))
-        return message_of_row(row) if row else None
+        floor = snowflake_floor(since_ms)
+        if since_ms < self._keys.covered_from_ms:  # from before what memory holds: rare, and a scan
+            row = self._db.fetchone(
+                f"SELECT {COLUMNS} FROM messages WHERE msg_id >= ? AND sender = ? AND cmid = ? ORDER BY ts LIMIT 1",
+                (floor, sender, cmid),
+            )
+            return message_of_row(row) if row else None
+        ids = [i for i in self._keys.candidates(sender, cmid) if i >= floor]
+        if not ids:
+            return None
+        rows = self._db.fetchall_in(f"SELECT {COLUMNS} FROM messages WHERE msg_id IN (?*)", ids)
+        found = [r for r in rows if r[3] == sender and r[4] == cmid]  # other keys of the same hash drop out
+        return message_of_row(min(found, key=lambda r: (r[7], r[2]))) if found else None
 
     async def recent_client_ids(self, since_ms: int, limit: int) -> list[tuple[str, str]]:
         rows = self._db.fetchall(
