@@ -161,6 +161,8 @@ async def build_node(settings: Settings) -> Node:
         fanout = hub
     archive = archived_view(cluster.store if settings.distributed else message_log)
     search = await open_search(settings, sqlite, archive)  # before the databases start
+    if search is not None and (search_metrics := search.metrics()) is not None:
+        metric_sources.append(search_metrics)
     message_log = search.feeding(message_log) if search is not None else message_log
     for db in databases.values():  # after the adapters migrated their schemas on the writer connection
         db.start()

@@ -25,6 +25,8 @@ from flare_im.backends.relational.base import MembershipStore
 from flare_im.backends.search.base import ArchivedMessages, SearchIndex
 from flare_im.backends.sqlite_db import SqliteDatabase, parse_sqlite_url
 from flare_im.config import Settings
+from flare_im.observability.metrics import Source
+from flare_im.observability.sources import search_source
 from flare_im.services.conversations import ConversationService
 from flare_im.services.search import SearchService
 
@@ -77,6 +79,12 @@ class SearchNode:
         if isinstance(self.index, SqliteSearchIndex):
             self.index.start()
         return self.index.close
+
+    def metrics(self) -> Source | None:
+        """The embedded follower's lag (the other indexes are fed by the store worker, which has its own)."""
+        from flare_im.backends.search.sqlite import SqliteSearchIndex
+
+        return search_source(self.index) if isinstance(self.index, SqliteSearchIndex) else None
 
     def service(self, conversations: ConversationService, memberships: MembershipStore) -> SearchService:
         return SearchService(conversations=conversations, memberships=memberships, indexes=[self.index])

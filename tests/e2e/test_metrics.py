@@ -93,7 +93,9 @@ async def test_counters_and_histograms_match_what_was_sent(metrics_server: Serve
         # the loop-lag watcher records its first sample a quarter second after the start: a quick run waits for it
         after = await _settled(
             srv.api_url,
-            lambda s: s.get("flare_ws_connections") == 2 and s.get("flare_event_loop_lag_seconds_count") > 0,
+            lambda s: s.get("flare_ws_connections") == 2
+            and s.get("flare_event_loop_lag_seconds_count") > 0
+            and s.get("flare_search_indexed_total") == 5,
         )
     finally:
         await harness.close()
@@ -127,6 +129,11 @@ async def test_counters_and_histograms_match_what_was_sent(metrics_server: Serve
     assert commits >= 1
     assert after.value("flare_sqlite_batch_size_sum", db="flare.db") >= 5
     assert after.value("flare_sqlite_batch_size_count", db="flare.db") == commits
+    # The search follower indexed the five messages and has nothing left behind.
+    assert before.value("flare_search_indexed_total") == 0
+    assert after.value("flare_search_indexed_total") == 5
+    assert after.value("flare_search_pending") == 0
+    assert after.value("flare_search_lag_seconds") == 0
     assert after.value("flare_build_info", role="serve:api,gateway") == 1
     assert after.value("flare_ready") == 1
     assert after.value("flare_event_loop_lag_seconds_count") > 0

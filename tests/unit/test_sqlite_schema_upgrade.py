@@ -250,10 +250,12 @@ async def test_an_older_files_idempotency_key_indexes_are_dropped_and_its_recent
         indexes = {r[0] for r in db.reader.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         assert not {"messages_client_id", "messages_client_key"} & indexes
         found = await log.find_by_client_id("alice", "c1", since_ms=now - 300_000)
-        assert found is not None and found.msg_id == str(recent_id)
+        assert found is not None
+        assert found.msg_id == str(recent_id)
         assert await log.find_by_client_id("alice", "c1", since_ms=now - 30_000) is None  # stored before that
         assert await log.find_by_client_id("alice", "c0", since_ms=now - 300_000) is None  # before the window
         older = await log.find_by_client_id("alice", "c0", since_ms=now - 7_200_000)  # from further back: a scan
-        assert older is not None and older.msg_id == str(old_id)
+        assert older is not None
+        assert older.msg_id == str(old_id)
     finally:
         await db.close()

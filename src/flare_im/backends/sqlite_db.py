@@ -110,6 +110,7 @@ class SqliteDatabase:
         self._reset_requested = False  # the writer asked the checkpoint thread for a pass before a reset
         self._reset_ready = False  # that pass is done: the writer copies back the rest and the WAL starts over
         self._background = False  # derived(): its threads yield the CPU to the send path
+        self.writer_cpu_s = 0.0  # CPU time of the writer thread in transactions, updated before their futures resolve
         self.commits = 0  # transactions committed (for metrics and tests of group commit)
         self.ops = 0
         self.wal_resets = 0  # checkpoints the writer ran itself to start the WAL over
@@ -286,6 +287,7 @@ class SqliteDatabase:
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[tuple[WriteOp, asyncio.Future[Any]]]) -> None:
         results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        cpu_started = time.thread_time()
         try:
             conn.execute("BEGIN IMMEDIATE")
             for op, fut in batch:
@@ -304,6 +306,7 @@ class SqliteDatabase:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             results = [(fut, None, exc) for _, fut in batch]
+        self.writer_cpu_s += time.thread_time() - cpu_started
         assert self._loop is not None
         self._loop.call_soon_threadsafe(_resolve, results)
 

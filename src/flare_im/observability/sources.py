@@ -185,6 +185,18 @@ def store_source(worker: Any) -> Source:
     return source
 
 
+def search_source(index: Any) -> Source:
+    """The embedded search index's follower: how far behind the store it is."""
+
+    def source() -> Iterator[Metric]:
+        pending, oldest_s = index.lag()
+        yield gauge("search_pending", "Events handed to the search follower and not yet indexed", pending)
+        yield gauge("search_lag_seconds", "Age of the oldest event not yet indexed (0 when none)", oldest_s)
+        yield counter("search_indexed", "Rows indexed, re-indexed or removed by the follower", index.indexed)
+
+    return source
+
+
 def readiness_source(ready: Callable[[], bool]) -> Source:
     def source() -> Iterator[Metric]:
         yield gauge("ready", "1 while /readyz would answer 200 at the last check (not draining, backends up)", ready())

@@ -133,7 +133,7 @@ class SqliteSearchIndex:
     def __init__(
         self, db: SqliteDatabase, store: SqliteDatabase, *, interval_s: float = 0.5, duty: float = 0.25
     ) -> None:
-        """``interval_s``: how often the follower indexes what was written; ``duty``: the share of the time it
+        """``interval_s``: how often the follower indexes what was written; ``duty``: the share of a core it
         may spend indexing (0 < duty <= 1)."""
         if not 0 < duty <= 1:
             raise ValueError("duty must be in (0, 1]")
@@ -143,7 +143,7 @@ class SqliteSearchIndex:
         db.derived()  # rebuilt from the store after a loss (the catch-up): no fsync per index commit
         self._interval_s = interval_s
         self._duty = duty
-        self._busy_s = 0.0  # how long the last batch took
+        self._busy_s = 0.0  # CPU seconds the last batch took
         db.create_function("flare_grams", 1, grams)
         db.reader.create_function("flare_contains", 2, _contains, deterministic=True)
         db.migrate(SCHEMA)
@@ -207,13 +207,12 @@ class SqliteSearchIndex:
                 await self._wake.wait()
                 continue
             if not self._closing:
-                # Let a batch gather, and yield: the follower indexes at most ``duty`` of the time, so under a
-                # load the index cannot follow it lags instead of taking the CPU the send path needs.
+                # Let a batch gather, and yield: the follower spends at most ``duty`` of a core (CPU time on the
+                # index's writer thread, which runs at a lower priority: its wall time stretches on a busy core),
+                # so under a load the index cannot follow it lags instead of taking the CPU the send path needs.
                 await asyncio.sleep(max(self._interval_s, self._busy_s * (1 - self._duty) / self._duty))
             try:
-                started = time.monotonic()
-                await self._follow()
-                self._busy_s = time.monotonic() - started
+                self._busy_s = await self._follow()
             except Exception:
                 log.exception("search index update failed; retrying")
                 await asyncio.sleep(1.0)
@@ -222,13 +221,20 @@ class SqliteSearchIndex:
                 self._idle.set()
                 return
 
-    async def _follow(self) -> None:
+    async def _follow(self) -> float:
+        """Index a batch of what was handed over; returns the CPU seconds it took."""
         ids = list(self._pending)[:_CHUNK]
-        done = await self._index(ids)
+        done, cpu_s = await self._index(ids)
         now = time.monotonic()
         for i in ids:
             if i in done or now - self._pending[i] > RETRY_S:
                 del self._pending[i]
+        return cpu_s
+
+    def lag(self) -> tuple[int, float]:
+        """Events handed over and not yet indexed, and how long ago the oldest of them was (seconds)."""
+        oldest = next(iter(self._pending.values()), None)  # a dict keeps insertion order
+        return len(self._pending), (time.monotonic() - oldest if oldest is not None else 0.0)
 
     async def _catch_up(self) -> None:
         [through] = self._db.fetchone("SELECT indexed_through FROM search_state")
@@ -252,13 +258,14 @@ class SqliteSearchIndex:
                 docs = [(r[2], r[0], r[1], _indexed_text(r[5], r[9], r[6])) for r in await self._archive.part_rows(key)]
                 await self._db.write(functools.partial(_index_part, self._reader, key, docs))
 
-    async def _index(self, ids: Sequence[int]) -> set[int]:
-        """Index the committed rows among ``ids`` (operation events: their targets); returns those found.
-        Reading the store and writing the index both run on the search database's writer thread."""
+    async def _index(self, ids: Sequence[int]) -> tuple[set[int], float]:
+        """Index the committed rows among ``ids`` (operation events: their targets); returns those found and
+        the writer thread's CPU seconds. Reading the store and writing the index both run on that thread."""
         archived = self._archive is not None
+        cpu_before = self._db.writer_cpu_s  # FTS5 does much of its work at COMMIT: the whole transaction counts
         found: set[int] = await self._db.write(lambda conn: _index_rows(conn, self._reader, ids, archived))
         self.indexed += len(found)
-        return found
+        return found, self._db.writer_cpu_s - cpu_before
 
     # ------------------------------------------------------------- queries
 
