@@ -93,9 +93,11 @@ async def test_counters_and_histograms_match_what_was_sent(metrics_server: Serve
         # the loop-lag watcher records its first sample a quarter second after the start: a quick run waits for it
         after = await _settled(
             srv.api_url,
-            lambda s: s.get("flare_ws_connections") == 2
-            and s.get("flare_event_loop_lag_seconds_count") > 0
-            and s.get("flare_search_indexed_total") == 5,
+            lambda s: (
+                s.get("flare_ws_connections") == 2
+                and s.get("flare_event_loop_lag_seconds_count") > 0
+                and s.get("flare_search_indexed_total") == 5
+            ),
         )
     finally:
         await harness.close()
