@@ -175,8 +175,9 @@ backend ws
     server n0 127.0.0.1:{srv.ws_port}
 """)
     haproxy_log = (tmp_path / "haproxy.log").open("wb")
-    proc = subprocess.Popen([HAPROXY, "-db", "-f", str(config)], stderr=haproxy_log)
-    try:
+    proc: subprocess.Popen[bytes] | None = None
+    try:  # the node stops even when haproxy cannot start (not installed: run scripts/services.sh start)
+        proc = subprocess.Popen([HAPROXY, "-db", "-f", str(config)], stderr=haproxy_log)
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -188,8 +189,9 @@ backend ws
                 time.sleep(0.1)
         yield srv, api_port, ws_port
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=10)
         haproxy_log.close()
         srv.stop()
 

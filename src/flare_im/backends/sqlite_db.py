@@ -311,7 +311,7 @@ class SqliteDatabase:
         self._loop.call_soon_threadsafe(_resolve, results)
 
 
-BACKGROUND_NICE = 10  # CFS weight 110 against 1024: about a tenth of a core it must share, all of an idle one
+BACKGROUND_NICE = 5  # CFS weight 335 against 1024: a quarter of a core it must share, all of an idle one
 
 
 def lower_thread_priority(by: int = BACKGROUND_NICE) -> None:

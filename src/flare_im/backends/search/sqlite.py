@@ -80,12 +80,16 @@ _CHUNK = 5000  # ids per follower batch and per catch-up read
 _IN_CHUNK = 500  # values per IN list
 _MIN_BATCH = 50
 _MAX_ID = 2**63 - 1
-_NOT_CJK = re.compile(r"[^\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f]")
+_CJK_RANGES = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f"
+_NOT_CJK = re.compile(f"[^{_CJK_RANGES}]")
+_CJK = re.compile(f"[{_CJK_RANGES}]")
 _encode = msgspec.json.Encoder().encode
 
 
 def grams(text: str) -> str:
     """The ``grams`` column: CJK characters three times each, other characters as spaces ('' if none)."""
+    if not _CJK.search(text):  # most text: one scan instead of a substitution per character (a third of indexing)
+        return ""
     cjk = _NOT_CJK.sub(" ", text)
     return "".join(c * 3 for c in cjk) if cjk.strip() else ""
 
