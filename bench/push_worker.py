@@ -124,8 +124,8 @@ async def _drive(worker: PushWorker, seconds: float) -> tuple[int, float, float,
     return worker.sent - sent0, time.perf_counter() - wall, time.process_time() - cpu, time.thread_time() - loop
 
 
-def run_case(kind: str, seconds: float, directory: str, profile: bool, sink: set[int] | None) -> None:
-    """``sink``: answer from haproxy on these CPUs (an empty set: anywhere), not from the Python stand-in."""
+def run_case(kind: str, seconds: float, directory: str, profile: bool, sink: bool, sink_cpus: set[int] | None) -> None:
+    """``sink``: answer from haproxy (on ``sink_cpus``, None: anywhere), not from the Python stand-in."""
     from tests.fakes.server import self_signed_certificate
 
     process = None
@@ -137,8 +137,7 @@ def run_case(kind: str, seconds: float, directory: str, profile: bool, sink: set
         key: Any = ec.generate_private_key(ec.SECP256R1()) if kind == "apns" else rsa.generate_private_key(65537, 2048)
         private, public = _pem(key)
         ca_file = certificate.cert_file
-    if kind != "null" and sink is not None:
-        sink_cpus = sink or None
+    if kind != "null" and sink:
         url = stack.enter_context(
             HaproxySink(kind, directory, certificate.cert_file, certificate.key_file, public, sink_cpus)
         )
@@ -165,7 +164,7 @@ def run_case(kind: str, seconds: float, directory: str, profile: bool, sink: set
                 await db.close()
 
         sent, wall, cpu, loop = uvloop.run(main())
-        accepted = "haproxy" if sink is not None and kind != "null" else "-"
+        accepted = "haproxy" if sink and kind != "null" else "-"
         if parent is not None:
             parent.send("stop")
             accepted = str(parent.recv())
@@ -185,13 +184,13 @@ def run_case(kind: str, seconds: float, directory: str, profile: bool, sink: set
 
 
 def main(seconds: float, kinds: list[str], profile: bool, sink: bool, pin: bool) -> None:
-    sink_cpus: set[int] | None = set() if sink else None
+    sink_cpus: set[int] | None = None
     if sink and pin and len(os.sched_getaffinity(0)) > 1:
         sink_cpus = os.sched_getaffinity(0) - {0}
         os.sched_setaffinity(0, {0})  # the worker here; haproxy on the others
     for kind in kinds:
         with tempfile.TemporaryDirectory(prefix="flare-push-worker-bench-") as directory:
-            run_case(kind, seconds, directory, profile, sink_cpus)
+            run_case(kind, seconds, directory, profile, sink, sink_cpus)
 
 
 if __name__ == "__main__":

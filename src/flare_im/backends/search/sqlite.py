@@ -90,8 +90,7 @@ def grams(text: str) -> str:
     """The ``grams`` column: CJK characters three times each, other characters as spaces ('' if none)."""
     if not _CJK.search(text):  # most text: one scan instead of a substitution per character (a third of indexing)
         return ""
-    cjk = _NOT_CJK.sub(" ", text)
-    return "".join(c * 3 for c in cjk) if cjk.strip() else ""
+    return "".join(c * 3 for c in _NOT_CJK.sub(" ", text))
 
 
 def is_cjk(term: str) -> bool:
