@@ -113,10 +113,15 @@ async def build_node(settings: Settings) -> Node:
     closers: list[Callable[[], Awaitable[None]]] = []
     metric_sources: list[Source] = []
 
-    def sqlite(url: str) -> SqliteDatabase:
+    def sqlite(url: str, *, page_size: int | None = None) -> SqliteDatabase:
         path = parse_sqlite_url(url)
         if path not in databases:
-            databases[path] = SqliteDatabase(SqliteConfig(path=path, synchronous=settings.sqlite_synchronous.upper()))
+            config = SqliteConfig(
+                path=path,
+                synchronous=settings.sqlite_synchronous.upper(),
+                page_size=page_size or settings.sqlite_page_size,
+            )
+            databases[path] = SqliteDatabase(config)
         return databases[path]
 
     relational = await open_relational(settings.effective_database_url, sqlite, closers)

@@ -23,7 +23,7 @@ from typing import cast
 from flare_im.backends.message_log.base import MessageLog
 from flare_im.backends.relational.base import MembershipStore
 from flare_im.backends.search.base import ArchivedMessages, SearchIndex
-from flare_im.backends.sqlite_db import SqliteDatabase, parse_sqlite_url
+from flare_im.backends.sqlite_db import OpenSqlite, parse_sqlite_url
 from flare_im.config import Settings
 from flare_im.observability.metrics import Source
 from flare_im.observability.sources import search_source
@@ -100,7 +100,7 @@ def archived_view(store: MessageLog) -> ArchivedMessages | None:
 
 
 async def open_search(
-    settings: Settings, sqlite: Callable[[str], SqliteDatabase], archive: ArchivedMessages | None = None
+    settings: Settings, sqlite: OpenSqlite, archive: ArchivedMessages | None = None
 ) -> SearchNode | None:
     """The index ``search_url`` names (None when off), searching the archived messages through ``archive``
     too when there is one. Call it after the message log was opened and before the SQLite databases start
@@ -109,9 +109,9 @@ async def open_search(
     if url == OFF:
         return None
     if url.startswith("sqlite://"):
-        from flare_im.backends.search.sqlite import SqliteSearchIndex
+        from flare_im.backends.search.sqlite import INDEX_PAGE_SIZE, SqliteSearchIndex
 
-        index = SqliteSearchIndex(sqlite(url), sqlite(settings.effective_message_store_url))
+        index = SqliteSearchIndex(sqlite(url, page_size=INDEX_PAGE_SIZE), sqlite(settings.effective_message_store_url))
         if archive is not None:
             index.attach_archive(archive)
         return SearchNode(index, index.written)

@@ -119,6 +119,8 @@ def test_every_field_has_an_env_variable() -> None:
         }
         if f.name in checked:  # values the settings check
             raw = value = checked[f.name]
+        if f.name == "sqlite_page_size":  # a power of two
+            raw, value = "2048", 2048
         env[f"FLARE_{f.name.upper()}"] = raw
         expected[f.name] = value
     env["FLARE_NOT_A_SETTING"] = "ignored"
@@ -162,6 +164,8 @@ def test_env_values_that_do_not_parse_raise(name: str, raw: str) -> None:
         ("FLARE_API_PORT", "65536", "api_port"),
         ("FLARE_WS_PORT", "-1", "ws_port"),
         ("FLARE_SQLITE_SYNCHRONOUS", "SOMETIMES", "sqlite_synchronous"),
+        ("FLARE_SQLITE_PAGE_SIZE", "3000", "sqlite_page_size"),
+        ("FLARE_SQLITE_PAGE_SIZE", "256", "sqlite_page_size"),
     ],
 )
 def test_env_values_out_of_range_raise(name: str, raw: str, match: str) -> None:
@@ -175,6 +179,7 @@ def test_env_values_out_of_range_raise(name: str, raw: str, match: str) -> None:
         ({"node_id": 5000}, "node_id"),
         ({"ws_port": 70_000}, "ws_port"),
         ({"sqlite_synchronous": "fast"}, "sqlite_synchronous"),
+        ({"sqlite_page_size": 131072}, "sqlite_page_size"),
     ],
 )
 def test_invalid_overrides_raise(overrides: dict[str, Any], match: str) -> None:

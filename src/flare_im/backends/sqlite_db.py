@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from flare_im.backends.migrations import Migration, Schema, SqliteMigrator
 from flare_im.observability.stats import SIZE_BUCKETS, Histogram
@@ -64,6 +64,14 @@ class SqliteConfig:
     busy_timeout_ms: int = 5000
     checkpoint_interval_s: float = 1.0
     wal_reset_bytes: int = 64 * 2**20  # start the WAL over past this size (see the module docstring); 0: never
+    page_size: int = 4096  # of a file created here (an existing file keeps its own); SQLite's default
+
+
+class OpenSqlite(Protocol):
+    """Opens (or returns the already open) database of a ``sqlite://`` URL; ``page_size`` applies if it creates
+    the file (None: the node's setting)."""
+
+    def __call__(self, url: str, *, page_size: int | None = None) -> SqliteDatabase: ...
 
 
 def parse_sqlite_url(url: str) -> str:
@@ -90,6 +98,7 @@ class SqliteDatabase:
         self._uri = path.startswith("file:")
         self._path = path
         self._writer = self._connect()
+        self._writer.execute(f"PRAGMA page_size={int(config.page_size)}")  # before WAL mode, which fixes it
         self._writer.execute("PRAGMA journal_mode=WAL")
         self._writer.execute(f"PRAGMA synchronous={config.synchronous}")
         # Checkpoints run on their own thread and connection (see _checkpoints), not inside a commit,

@@ -74,6 +74,9 @@ from flare_im.protocol.values import decode_stored_body
 log = logging.getLogger(__name__)
 
 MIN_TRIGRAM = 3
+# FTS5 keeps its index in blobs of about 1,000 bytes (its pgsz): on the store's 1 KiB pages each would spill into an
+# overflow page, so the index's own file keeps SQLite's default.
+INDEX_PAGE_SIZE = 4096
 CATCH_UP_MARGIN_MS = 60_000
 RETRY_S = 10.0  # an id whose row is not in the store this long after it was handed over is dropped (not stored)
 _CHUNK = 5000  # ids per follower batch and per catch-up read
