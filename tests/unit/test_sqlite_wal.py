@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from flare_im.backends.sqlite_db import SqliteConfig, SqliteDatabase
+from flare_im.backends.sqlite_db import RESET_HARD_FACTOR, SqliteConfig, SqliteDatabase
 
 LIMIT = 128 * 1024
 ROUNDS = 400
 PER_ROUND = 8  # concurrent writes: they share transactions (group commit)
 ROW_BYTES = 1500
-# Four times the reset size (past it the writer stops waiting for the checkpoint thread), plus room for
+# Twice the reset size (past it the writer stops waiting for the checkpoint thread), plus room for
 # the transactions committed while the checkpoint thread finishes a pass (its lock makes the writer's own
 # checkpoint wait for the next transaction) or while a reader was in the way of a start-over.
-BOUND = 4 * LIMIT + 1024 * 1024
+BOUND = RESET_HARD_FACTOR * LIMIT + 1024 * 1024
 
 
 def blob(i: int) -> bytes:

@@ -17,7 +17,7 @@ wakes the checkpoint thread, which copies back until a pass is short; the writer
 few frames committed during that last pass itself, between two transactions (the acks of the previous
 one are already out), and the next transaction starts the WAL over: ``journal_size_limit`` truncates the
 file back to ``wal_reset_bytes``. If the thread lags, the writer does the whole checkpoint itself at
-four times that size, so the file stays below about ``4 * wal_reset_bytes`` plus one transaction. Not
+twice that size, so the file stays below about ``2 * wal_reset_bytes`` plus one transaction. Not
 guaranteed: a reader that keeps a snapshot open (a statement left unfinished) pins the WAL until it
 ends; the start-over is retried after it.
 """
@@ -53,7 +53,7 @@ _IN_CHUNK = 500  # values per IN list: far below the parameter limit of any SQLi
 # a commit on the same disk: more passes are not free.)
 _RESET_TAIL_S = 0.005
 _RESET_PASSES = 3
-_RESET_HARD_FACTOR = 4  # past this many times wal_reset_bytes the writer does not wait for the thread
+RESET_HARD_FACTOR = 2  # past this many times wal_reset_bytes the writer does not wait for the thread
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +63,10 @@ class SqliteConfig:
     max_batch: int = 4096  # operations per transaction (group commit bound)
     busy_timeout_ms: int = 5000
     checkpoint_interval_s: float = 1.0
-    wal_reset_bytes: int = 64 * 2**20  # start the WAL over past this size (see the module docstring); 0: never
+    # Start the WAL over past this size (see the module docstring); 0: never. Each start-over stops commits for
+    # the fsync of the database file (tens of ms on a busy disk): 256 MiB makes that about twice a minute at a
+    # steady 2,000 msgs/s on 1 KiB pages (docs/performance.md, "Smaller pages").
+    wal_reset_bytes: int = 256 * 2**20
     page_size: int = 4096  # of a file created here (an existing file keeps its own); SQLite's default
 
 
@@ -251,7 +254,7 @@ class SqliteDatabase:
             return
         if size <= limit:
             return
-        if not (self._reset_ready or size > _RESET_HARD_FACTOR * limit or self._checkpointer is None):
+        if not (self._reset_ready or size > RESET_HARD_FACTOR * limit or self._checkpointer is None):
             if not self._reset_requested:  # let the checkpoint thread copy most of it back first
                 self._reset_requested = True
                 self._wake_checkpointer.set()
