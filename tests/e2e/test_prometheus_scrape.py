@@ -96,7 +96,10 @@ class Prometheus:
         self.log.close()
 
     async def query(self, http: httpx.AsyncClient, promql: str) -> list[dict[str, Any]]:
-        answer = (await http.get(f"{self.url}/api/v1/query", params={"query": promql})).json()
+        response = await http.get(f"{self.url}/api/v1/query", params={"query": promql})
+        if response.status_code == 503:  # "Service Unavailable" until its storage is open: still starting
+            response.raise_for_status()
+        answer = response.json()
         assert answer["status"] == "success", (promql, answer)
         result: list[dict[str, Any]] = answer["data"]["result"]
         return result
