@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -112,6 +113,55 @@ async def test_an_id_that_was_never_stored_does_not_hold_up_the_others(tmp_path:
 def test_grams_and_match_expressions() -> None:
     assert grams("北京 ok") == "北北北京京京" + " " * 9
     assert grams("hello") == ""
-    assert match_expression(["北京", "京", "hello", "ok"]) == 'grams : "北北京" AND grams : "京京京" AND text : "hello"'
+    assert match_expression(["北京", "京", "hello", "ok"]) == (
+        'grams : "北北京" AND grams : "京京京" AND text : "hel" AND text : "ell" AND text : "llo"'
+    )
     assert match_expression(["ok"]) == ""
     assert match_expression(['a"b']) == 'text : "a""b"'
+    assert match_expression(["xxxxx"]) == 'text : "xxx"'  # each trigram once
+
+
+async def test_a_term_is_found_by_its_trigrams_and_checked_against_the_text(tmp_path: Path) -> None:
+    async with _opened(tmp_path) as (log, index):
+        fed = FeedingLog(log, index.written)
+        await fed.append(_msg(1, "hel, ell and llo"), 1)  # every trigram of "hello", not the word
+        await fed.append(_msg(2, "Hello there"), 2)
+        await fed.append(_msg(3, "x" * 64), 3)
+        await index.flush()
+        assert await _found(index, "hello") == [2]
+        assert await _found(index, "xxxxx") == [3]
+        assert await _found(index, "x" * 65) == []
+
+
+async def test_a_repeated_trigram_costs_the_index_no_positions(tmp_path: Path) -> None:
+    # With positions a text of 64 "x" cost ~65 bytes of index each (and FTS5 merges one term's doclist in
+    # one step); the index keeps only which column holds it.
+    async with _opened(tmp_path) as (log, index):
+        fed = FeedingLog(log, index.written)
+        for seq in range(1, 2001):
+            await fed.append(_msg(seq, "x" * 64), seq)
+        await index.flush()
+        [size] = index._db.fetchone("SELECT sum(length(block)) FROM search_fts_data")
+        assert size < 2000 * 12
+        assert len(await _found(index, "xxxx")) == 20
+
+
+async def test_an_index_in_the_older_format_is_rebuilt_from_the_store(tmp_path: Path) -> None:
+    async with _opened(tmp_path) as (log, index):
+        await FeedingLog(log, index.written).append(_msg(1, "kept in the store"), 1)
+        await index.flush()
+    # The table as it was made before (positions kept), holding an entry the store does not have.
+    old = sqlite3.connect(tmp_path / "search.db")
+    old.executescript(
+        "DROP TABLE search_fts; CREATE VIRTUAL TABLE search_fts USING fts5("
+        "text, grams, content = '', tokenize = 'trigram case_sensitive 0');"
+        "INSERT INTO search_fts (rowid, text, grams) VALUES (1, 'only in the old index', '');"
+    )
+    old.close()
+    async with _opened(tmp_path) as (log, index):
+        await index.flush()
+        [sql] = index._db.fetchone("SELECT sql FROM sqlite_master WHERE name = 'search_fts'")
+        assert "detail = column" in sql
+        assert await _found(index, "store") == [1]
+        [rows] = index._db.fetchone("SELECT count(*) FROM search_docs")
+        assert rows == 1

@@ -23,8 +23,9 @@ store this way, in the background (search finds more as it goes).
 The index: ``search_docs`` (msg_id -> indexed text) and a contentless FTS5 table over two columns, both
 trigram-tokenized with Unicode case folding:
 
-- ``text``: a term of three or more characters is a phrase of its trigrams, found anywhere, with or
-  without spaces (Chinese, Japanese).
+- ``text``: a term of three or more characters is looked up as every one of its trigrams, found anywhere,
+  with or without spaces (Chinese, Japanese). The index keeps no positions (``detail = column``), so this
+  finds a superset: each candidate is checked against its text, as always.
 - ``grams``: the Chinese, Japanese and Korean characters of the text, every one written three times
   (``北京 ok`` -> ``北北北京京京``, other characters as spaces). Its trigrams are ``xxx`` per character and
   ``xxy`` per pair of neighbours, so a CJK term of one character ``x`` is the token ``xxx`` and one of two
@@ -102,10 +103,17 @@ def is_cjk(term: str) -> bool:
 
 _SEARCHED = f"kind NOT IN ({', '.join(repr(k) for k in UNSEARCHED_KINDS)})"
 
+# ``detail = column``: the index keeps which column holds a trigram, not where. Positions made a repeated
+# trigram (a text like "xxxx…", or a bot's same message) cost a varint each, and FTS5 merges one term's
+# whole doclist in one step: with positions, one busy term made merges of seconds on the follower's
+# thread. A term is looked up as all its trigrams (a superset, checked against the text as before).
+FTS_TABLE = (
+    "CREATE VIRTUAL TABLE IF NOT EXISTS search_fts USING fts5("
+    "text, grams, content = '', tokenize = 'trigram case_sensitive 0', detail = column)"
+)
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS search_docs (msg_id INTEGER PRIMARY KEY, text TEXT NOT NULL)",
-    "CREATE VIRTUAL TABLE IF NOT EXISTS search_fts USING fts5("
-    "text, grams, content = '', tokenize = 'trigram case_sensitive 0')",
+    FTS_TABLE,
     "CREATE TABLE IF NOT EXISTS search_state (id INTEGER PRIMARY KEY CHECK (id = 1), indexed_through INTEGER NOT NULL)",
     "INSERT OR IGNORE INTO search_state (id, indexed_through) VALUES (1, 0)",
     # A contentless table must be told what it indexed to remove it: search_docs keeps that.
@@ -152,6 +160,7 @@ class SqliteSearchIndex:
         self._busy_s = 0.0  # CPU seconds the last batch took
         db.create_function("flare_grams", 1, grams)
         db.reader.create_function("flare_contains", 2, _contains, deterministic=True)
+        _drop_other_format(db)
         db.migrate(SCHEMA)
         db.reader.execute("ATTACH DATABASE ? AS store", (store.config.path,))
         # The store as the follower reads it: its own connection, used only on this database's writer thread.
@@ -411,6 +420,20 @@ def _scope_filters(query: SearchQuery, table: str) -> tuple[list[str], list[Any]
     return where, params
 
 
+_INDEX_TABLES = ("search_fts", "search_docs", "search_state", "search_archived", "search_parts")
+
+
+def _drop_other_format(db: SqliteDatabase) -> None:
+    """An index made in another format (before ``detail = column``) is dropped: the follower's catch-up
+    rebuilds it from the store and the archive in the background, as for a new file."""
+    row = db.fetchone("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'search_fts'")
+    if row is None or row[0] == FTS_TABLE.replace(" IF NOT EXISTS", ""):  # as SQLite keeps it
+        return
+    log.warning("the search index is in an older format: rebuilding it from the message store in the background")
+    for table in _INDEX_TABLES:
+        db.migrate([f"DROP TABLE IF EXISTS {table}"])
+
+
 def _ids_after(store: sqlite3.Connection, cursor: int, _conn: sqlite3.Connection) -> list[int]:
     rows = store.execute("SELECT msg_id FROM messages WHERE msg_id > ? ORDER BY msg_id LIMIT ?", (cursor, _CHUNK))
     return [r[0] for r in rows]
@@ -485,7 +508,8 @@ def match_expression(terms: Sequence[str]) -> str:
         if "\x00" in term:
             continue  # FTS5 reads its query as a C string: the term is checked on the candidates only
         if len(term) >= MIN_TRIGRAM:
-            parts.append(_phrase("text", term))
+            trigrams = dict.fromkeys(term[i : i + MIN_TRIGRAM] for i in range(len(term) - MIN_TRIGRAM + 1))
+            parts += [_phrase("text", t) for t in trigrams]
         elif is_cjk(term):
             parts.append(_phrase("grams", term * 3 if len(term) == 1 else term[0] * 2 + term[1]))
     return " AND ".join(parts)
