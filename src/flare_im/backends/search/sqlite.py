@@ -430,8 +430,7 @@ def _drop_other_format(db: SqliteDatabase) -> None:
     if row is None or row[0] == FTS_TABLE.replace(" IF NOT EXISTS", ""):  # as SQLite keeps it
         return
     log.warning("the search index is in an older format: rebuilding it from the message store in the background")
-    for table in _INDEX_TABLES:
-        db.migrate([f"DROP TABLE IF EXISTS {table}"])
+    db.migrate(f"DROP TABLE IF EXISTS {table}" for table in _INDEX_TABLES)
 
 
 def _ids_after(store: sqlite3.Connection, cursor: int, _conn: sqlite3.Connection) -> list[int]:
