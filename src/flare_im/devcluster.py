@@ -41,11 +41,29 @@ def wait_for_line(proc: subprocess.Popen[bytes], prefix: bytes, timeout: float) 
     return None
 
 
+# Ports for servers this process starts come from below the kernel's ephemeral range (32768-60999 by default):
+# a port the kernel hands out for ``bind(0)`` can be taken, between its release and the server's bind, as the
+# local port of any outgoing connection on the machine. A pytest-xdist worker walks its own slice of the range,
+# so two workers never hand out the same port; the pid chooses where in it (a child process it runs has its own).
+_PORTS_LOW, _SLICE, _SLICES = 20000, 1000, 12
+_worker = os.environ.get("PYTEST_XDIST_WORKER", "").removeprefix("gw")
+_slice_low = _PORTS_LOW + _SLICE * ((int(_worker) if _worker.isdigit() else os.getpid()) % _SLICES)
+_next_port = _slice_low + (os.getpid() * 97) % _SLICE
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A port on 127.0.0.1 that nothing listens on now and this process has not handed out lately."""
+    global _next_port
+    for _ in range(_SLICE):
+        port = _next_port
+        _next_port = _slice_low + (port + 1 - _slice_low) % _SLICE
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port on 127.0.0.1 in {_slice_low}-{_slice_low + _SLICE - 1}")
 
 
 @dataclass

@@ -8,7 +8,6 @@ import platform
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,7 +21,7 @@ import jwt
 
 from flare_im.benchmark.load import FLARE, RELAY, Endpoint, WorkerPlan, WorkerResult, tick_count, worker_main
 from flare_im.benchmark.stats import LatencySummary, ProcSample, cpu_percent, rate, sample_process
-from flare_im.devcluster import wait_for_line
+from flare_im.devcluster import free_port, wait_for_line
 
 BATCH = 1000
 
@@ -71,13 +70,6 @@ class Server:
         return sample_process(self.pid, time.monotonic()) if self.pid else None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _pin(cpu: int | None) -> Any:
     if cpu is None:
         return None
@@ -98,7 +90,7 @@ def _wait_ready(proc: subprocess.Popen[bytes], marker: bytes) -> bytes:
 def spawn_flare(cpu: int | None, env: dict[str, str] | None = None) -> Server:
     """A fresh `flare serve` on free ports and a temporary data directory, limits opened for load."""
     data_dir = tempfile.mkdtemp(prefix="flare-bench-")
-    api_port, ws_port = _free_port(), _free_port()
+    api_port, ws_port = free_port(), free_port()
     admin_key, secret = secrets.token_urlsafe(24), secrets.token_urlsafe(32)
     full_env = {
         **os.environ,
@@ -137,7 +129,7 @@ def spawn_flare(cpu: int | None, env: dict[str, str] | None = None) -> Server:
 
 
 def spawn_relay(cpu: int | None) -> Server:
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "flare_im.benchmark.relay", "--port", str(port)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, preexec_fn=_pin(cpu))
     _wait_ready(proc, b"relay ready")
