@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="apply pending schema migrations to the database (database_url)")
     migrate.add_argument("--data-dir", help="where embedded data lives (FLARE_DATA_DIR, default ./flare-data)")
     migrate.add_argument("--status", action="store_true", help="list applied and pending migrations, change nothing")
-    from flare_im.benchmark.cli import add_parser
+    from flare_im.benchmark.arguments import add_parser
 
     add_parser(sub)
     from flare_im.archive.cli import add_parser as add_archive_parser

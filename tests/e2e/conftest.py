@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -132,6 +134,7 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
     srv.start()
     yield srv
     if srv.proc is not None:
+        end_raw_sockets()
         srv.stop()
 
 
@@ -224,6 +227,18 @@ async def raw_connect(url: str, **kw: Any) -> RawWs:
     assert isinstance(listener, RawWs)
     _open_raw.append(listener)
     return listener
+
+
+def end_raw_sockets() -> None:
+    """Shuts down (FIN both ways) the test's raw sockets still open, without the event loop: a sync fixture's
+    teardown runs while the loop is stopped, so a client the server tells to close at shutdown could not answer,
+    and the server would wait out its linger time (gateway/linger.py) for every such socket."""
+    for ws in _open_raw:
+        sock = ws.transport.underlying_transport.get_extra_info("socket") if ws.transport is not None else None
+        if sock is None or ws.disconnected.is_set():
+            continue
+        with contextlib.suppress(OSError), socket.socket(fileno=os.dup(sock.fileno())) as dup:
+            dup.shutdown(socket.SHUT_RDWR)
 
 
 @pytest.fixture(autouse=True)
