@@ -41,12 +41,13 @@ lint: $(DEV_STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
-# The suite on every core: a file's tests stay on one worker (they share its servers); the run waits on servers
-# and sockets as much as on the CPU, so workers help even on two cores.
-# The suite takes about 12 minutes; a run stuck past 40 is stopped (faulthandler_timeout has printed where).
+# The suite on one worker more than there are cores: a file's tests stay on one worker (they share its servers);
+# the run waits on servers and sockets as much as on the CPU (on two cores: 13 minutes with two workers, under 10
+# with three). A run stuck past 40 minutes is stopped (faulthandler_timeout has printed where).
+WORKERS := $(shell $(PYTHON) -c "import os; print(len(os.sched_getaffinity(0)) + 1)")
 test: lint
 	VENV=$(VENV) bash scripts/services.sh start
-	timeout --kill-after=30 2400 $(BIN)/pytest -q -n auto --dist loadfile
+	timeout --kill-after=30 2400 $(BIN)/pytest -q -n $(WORKERS) --dist loadfile
 
 lock:
 	bash scripts/lock.sh $(ARGS)
