@@ -127,6 +127,11 @@ class SqliteDatabase:
         self.ops = 0
         self.wal_resets = 0  # checkpoints the writer ran itself to start the WAL over
         self.commit_seconds = Histogram()  # COMMIT alone (the fsync), per transaction (read by /metrics)
+        # The rest of an operation's time to durable: its transaction's wait in the queue (the oldest
+        # operation's), and the whole transaction on the writer thread, where each statement gives up the
+        # GIL and waits to get it back from the event loop.
+        self.queue_seconds = Histogram()
+        self.transaction_seconds = Histogram()
         self.batch_sizes = Histogram(SIZE_BUCKETS)  # operations per transaction
         self.checkpoint_seconds = Histogram()  # one pass of the checkpoint thread (commits go on meanwhile)
         self.reset_seconds = Histogram()  # the writer's own copy-back before a WAL reset (no commit meanwhile)
@@ -196,7 +201,7 @@ class SqliteDatabase:
         if loop is None or self._thread is None:
             raise RuntimeError("SqliteDatabase is not running (start() not called, or closed)")
         fut: asyncio.Future[Any] = loop.create_future()
-        self._queue.put((op, fut))
+        self._queue.put((op, fut, time.perf_counter()))
         return fut
 
     # ------------------------------------------------------------- read helpers (event-loop thread)
@@ -279,7 +284,7 @@ class SqliteDatabase:
         conn = self._writer
         stop = False
         while not stop:
-            batch: list[tuple[WriteOp, asyncio.Future[Any]]] = []
+            batch: list[tuple[WriteOp, asyncio.Future[Any], float]] = []
             item = q.get()
             while True:
                 if item is _STOP:
@@ -297,19 +302,23 @@ class SqliteDatabase:
                 if self._wal_path and self.config.wal_reset_bytes > 0:
                     self._bound_wal(conn)
 
-    def _run_batch(self, conn: sqlite3.Connection, batch: list[tuple[WriteOp, asyncio.Future[Any]]]) -> None:
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[tuple[WriteOp, asyncio.Future[Any], float]]) -> None:
         results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         cpu_started = time.thread_time()
+        started = time.perf_counter()
+        self.queue_seconds.observe(started - batch[0][2])
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for op, fut in batch:
+            for op, fut, _ in batch:
                 try:
                     results.append((fut, op(conn), None))
                 except Exception as exc:  # one bad operation fails alone
                     results.append((fut, None, exc))
             committing = time.perf_counter()
             conn.execute("COMMIT")
-            self.commit_seconds.observe(time.perf_counter() - committing)
+            committed = time.perf_counter()
+            self.commit_seconds.observe(committed - committing)
+            self.transaction_seconds.observe(committed - started)
             self.batch_sizes.observe(len(batch))
             self.commits += 1
             self.ops += len(batch)
@@ -317,7 +326,7 @@ class SqliteDatabase:
             log.exception("sqlite transaction of %d operations failed", len(batch))
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            results = [(fut, None, exc) for _, fut in batch]
+            results = [(fut, None, exc) for _, fut, _ in batch]
         self.writer_cpu_s += time.thread_time() - cpu_started
         assert self._loop is not None
         self._loop.call_soon_threadsafe(_resolve, results)

@@ -87,6 +87,12 @@ def sqlite_source(databases: Sequence[Any]) -> Source:
     def source() -> Iterator[Metric]:
         commits = HistogramMetricFamily(PREFIX + "sqlite_commit_seconds", "Time of one COMMIT (fsync)", labels=["db"])
         sizes = HistogramMetricFamily(PREFIX + "sqlite_batch_size", "Operations per transaction", labels=["db"])
+        waits = HistogramMetricFamily(
+            PREFIX + "sqlite_queue_seconds", "Wait of a transaction's oldest operation for the writer", labels=["db"]
+        )
+        transactions = HistogramMetricFamily(
+            PREFIX + "sqlite_transaction_seconds", "One transaction on the writer, BEGIN to COMMIT done", labels=["db"]
+        )
         checkpoints = HistogramMetricFamily(
             PREFIX + "sqlite_checkpoint_seconds", "One pass of the checkpoint thread (commits go on)", labels=["db"]
         )
@@ -97,10 +103,14 @@ def sqlite_source(databases: Sequence[Any]) -> Source:
             name = str(db.config.path).rsplit("/", 1)[-1]
             commits.add_metric([name], db.commit_seconds.cumulative(), db.commit_seconds.sum)
             sizes.add_metric([name], db.batch_sizes.cumulative(), db.batch_sizes.sum)
+            waits.add_metric([name], db.queue_seconds.cumulative(), db.queue_seconds.sum)
+            transactions.add_metric([name], db.transaction_seconds.cumulative(), db.transaction_seconds.sum)
             checkpoints.add_metric([name], db.checkpoint_seconds.cumulative(), db.checkpoint_seconds.sum)
             resets.add_metric([name], db.reset_seconds.cumulative(), db.reset_seconds.sum)
         yield commits
         yield sizes
+        yield waits
+        yield transactions
         yield checkpoints
         yield resets
 
