@@ -44,7 +44,7 @@ lint: $(DEV_STAMP)
 # The suite on one worker more than there are cores: a file's tests stay on one worker (they share its servers);
 # the run waits on servers and sockets as much as on the CPU (on two cores: 13 minutes with two workers, under 10
 # with three). A run stuck past 40 minutes is stopped (faulthandler_timeout has printed where).
-WORKERS := $(shell $(PYTHON) -c "import os; print(len(os.sched_getaffinity(0)) + 1)")
+WORKERS = $(shell $(PYTHON) -c "import os; print(len(os.sched_getaffinity(0)) + 1)")
 test: lint
 	VENV=$(VENV) bash scripts/services.sh start
 	timeout --kill-after=30 2400 $(BIN)/pytest -q -n $(WORKERS) --dist loadfile
