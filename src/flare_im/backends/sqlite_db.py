@@ -367,6 +367,52 @@ def _resolve(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]
 ParamsFn = Callable[[list[tuple[Any, ...]]], Iterable[Sequence[Any]]]
 
 
+class MultiRow:
+    """A statement that takes many rows at once: ``head`` + ``(?,...)`` per row, comma-separated, + ``tail``.
+
+    executemany runs its statement once per row, and each run gives up the GIL (sqlite3 releases it around
+    every step) and takes it back from a busy event loop, up to a switch interval later: a transaction of
+    many rows waits that many times, and every send in it with it. Here rows go in chunks of a power of
+    two (up to ``max_rows``), so n rows take at most log2(n) + 1 runs and only a few distinct statements
+    stay prepared.
+    """
+
+    def __init__(self, head: str, width: int, tail: str = "", *, max_rows: int = 64) -> None:
+        if width < 1 or max_rows < 1 or max_rows & (max_rows - 1):
+            raise ValueError("width >= 1 and max_rows a power of two")
+        self.head, self.tail, self.width, self.max_rows = head, tail, width, max_rows
+        self._row = "(" + ",".join("?" * width) + ")"
+        self._sql: dict[int, str] = {}
+
+    def sql(self, rows: int) -> str:
+        text = self._sql.get(rows)
+        if text is None:
+            text = self._sql[rows] = self.head + ",".join([self._row] * rows) + self.tail
+        return text
+
+    def run(self, conn: sqlite3.Connection, params: Iterable[Sequence[Any]]) -> None:
+        rows = params if isinstance(params, list) else list(params)
+        done, total = 0, len(rows)
+        while done < total:
+            size = min(self.max_rows, 1 << ((total - done).bit_length() - 1))
+            chunk = rows[done : done + size]
+            flat = [value for row in chunk for value in row]
+            if len(flat) != size * self.width:
+                raise ValueError(f"each row needs {self.width} values")
+            conn.execute(self.sql(size), flat)
+            done += size
+
+
+Statement = str | MultiRow  # executemany's SQL, or one run per chunk of rows
+
+
+def run_statement(conn: sqlite3.Connection, statement: Statement, params: Iterable[Sequence[Any]]) -> None:
+    if isinstance(statement, MultiRow):
+        statement.run(conn, params)
+    else:
+        conn.executemany(statement, params)
+
+
 def columns(*positions: int) -> ParamsFn:
     """Parameters that are the row's values at ``positions``, one set per row."""
     pick = operator.itemgetter(*positions)
@@ -374,7 +420,7 @@ def columns(*positions: int) -> ParamsFn:
 
 
 class RowBatcher:
-    """Turns many single-row writes into one ``executemany`` per transaction.
+    """Turns many single-row writes into one bulk statement per transaction (``executemany``, or ``MultiRow``).
 
     ``add(row)`` returns the future of the batch the row joined and the row's index in it. The batch's
     operation takes every row added until the writer runs it, so one transaction carries them all. The
@@ -382,8 +428,8 @@ class RowBatcher:
     when the bulk statement fails, the rows are retried one by one so one bad row fails alone.
     """
 
-    def __init__(self, db: SqliteDatabase, statements: Sequence[tuple[str, ParamsFn]]) -> None:
-        """``statements``: each SQL with the function that turns a batch of rows into its parameters
+    def __init__(self, db: SqliteDatabase, statements: Sequence[tuple[Statement, ParamsFn]]) -> None:
+        """``statements``: each SQL (or MultiRow) with the function that turns a batch of rows into its parameters
         (``columns(...)`` for a plain projection; a function may also merge rows, e.g. keep a maximum)."""
         self._db = db
         self._statements = list(statements)
@@ -411,8 +457,8 @@ class RowBatcher:
                 self._open = None
         conn.execute("SAVEPOINT row_batch")
         try:
-            for sql, params in self._statements:
-                conn.executemany(sql, params(rows))
+            for statement, params in self._statements:
+                run_statement(conn, statement, params(rows))
         except sqlite3.Error:
             conn.execute("ROLLBACK TO row_batch")
             conn.execute("RELEASE row_batch")
@@ -423,8 +469,8 @@ class RowBatcher:
     def _one(self, conn: sqlite3.Connection, row: tuple[Any, ...]) -> BaseException | None:
         conn.execute("SAVEPOINT row_one")
         try:
-            for sql, params in self._statements:
-                conn.executemany(sql, params([row]))
+            for statement, params in self._statements:
+                run_statement(conn, statement, params([row]))
         except sqlite3.Error as exc:
             conn.execute("ROLLBACK TO row_one")
             conn.execute("RELEASE row_one")

@@ -68,7 +68,7 @@ from flare_im.backends.search.base import (
     matches,
     searchable_text,
 )
-from flare_im.backends.sqlite_db import SqliteDatabase
+from flare_im.backends.sqlite_db import MultiRow, SqliteDatabase
 from flare_im.ids import snowflake_floor, snowflake_ms
 from flare_im.protocol.values import decode_stored_body
 
@@ -131,9 +131,11 @@ SCHEMA = (
     "CREATE INDEX IF NOT EXISTS search_archived_conv ON search_archived (conv, msg_id)",
     "CREATE TABLE IF NOT EXISTS search_parts (key TEXT PRIMARY KEY) WITHOUT ROWID",
 )
-_UPSERT = (
-    "INSERT INTO search_docs (msg_id, text) VALUES (?, ?)"
-    " ON CONFLICT (msg_id) DO UPDATE SET text = excluded.text WHERE text != excluded.text"
+# A follower batch holds thousands of rows: one statement run per chunk of them, not per row (see MultiRow).
+_UPSERT = MultiRow(
+    "INSERT INTO search_docs (msg_id, text) VALUES ",
+    2,
+    " ON CONFLICT (msg_id) DO UPDATE SET text = excluded.text WHERE text != excluded.text",
 )
 _COLUMNS = ", ".join("m." + c.strip() for c in COLUMNS.split(","))  # the store's, read by message_of_row
 
@@ -458,7 +460,7 @@ def _index_rows(conn: sqlite3.Connection, store: sqlite3.Connection, ids: Sequen
         if found is not None:
             docs[found[0]] = _indexed_text(*found[1:])
     if rows:
-        conn.executemany(_UPSERT, [(i, t) for i, t in docs.items() if t])
+        _UPSERT.run(conn, [(i, t) for i, t in docs.items() if t])
         conn.executemany("DELETE FROM search_docs WHERE msg_id = ?", [(i,) for i, t in docs.items() if not t])
         if archived:
             conn.executemany("DELETE FROM search_archived WHERE msg_id = ?", [(i,) for i in docs])
@@ -479,7 +481,7 @@ def _index_part(
         sql = f"SELECT msg_id FROM messages WHERE msg_id IN ({','.join('?' * len(chunk))})"
         hot.update(r[0] for r in store.execute(sql, tuple(chunk)))
     cold = [d for d in docs if d[0] not in hot]
-    conn.executemany(_UPSERT, [(i, t) for i, _, _, t in cold if t])
+    _UPSERT.run(conn, [(i, t) for i, _, _, t in cold if t])
     conn.executemany(
         "INSERT OR REPLACE INTO search_archived (msg_id, conv, seq) VALUES (?, ?, ?)", [d[:3] for d in cold if d[3]]
     )
