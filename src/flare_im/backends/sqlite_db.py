@@ -371,10 +371,9 @@ class MultiRow:
     """A statement that takes many rows at once: ``head`` + ``(?,...)`` per row, comma-separated, + ``tail``.
 
     executemany runs its statement once per row, and each run gives up the GIL (sqlite3 releases it around
-    every step) and takes it back from a busy event loop, up to a switch interval later: a transaction of
-    many rows waits that many times, and every send in it with it. Here rows go in chunks of a power of
-    two (up to ``max_rows``), so n rows take at most log2(n) + 1 runs and only a few distinct statements
-    stay prepared.
+    every step) and has to take it back from the event loop and the other writers: thousands of rows mean
+    thousands of handovers. Here rows go in chunks of a power of two (up to ``max_rows``), so n rows take
+    n // max_rows runs plus at most log2(max_rows) more, and only a few distinct statements stay prepared.
     """
 
     def __init__(self, head: str, width: int, tail: str = "", *, max_rows: int = 64) -> None:
@@ -403,16 +402,6 @@ class MultiRow:
             done += size
 
 
-Statement = str | MultiRow  # executemany's SQL, or one run per chunk of rows
-
-
-def run_statement(conn: sqlite3.Connection, statement: Statement, params: Iterable[Sequence[Any]]) -> None:
-    if isinstance(statement, MultiRow):
-        statement.run(conn, params)
-    else:
-        conn.executemany(statement, params)
-
-
 def columns(*positions: int) -> ParamsFn:
     """Parameters that are the row's values at ``positions``, one set per row."""
     pick = operator.itemgetter(*positions)
@@ -420,7 +409,7 @@ def columns(*positions: int) -> ParamsFn:
 
 
 class RowBatcher:
-    """Turns many single-row writes into one bulk statement per transaction (``executemany``, or ``MultiRow``).
+    """Turns many single-row writes into one ``executemany`` per transaction.
 
     ``add(row)`` returns the future of the batch the row joined and the row's index in it. The batch's
     operation takes every row added until the writer runs it, so one transaction carries them all. The
@@ -428,8 +417,8 @@ class RowBatcher:
     when the bulk statement fails, the rows are retried one by one so one bad row fails alone.
     """
 
-    def __init__(self, db: SqliteDatabase, statements: Sequence[tuple[Statement, ParamsFn]]) -> None:
-        """``statements``: each SQL (or MultiRow) with the function that turns a batch of rows into its parameters
+    def __init__(self, db: SqliteDatabase, statements: Sequence[tuple[str, ParamsFn]]) -> None:
+        """``statements``: each SQL with the function that turns a batch of rows into its parameters
         (``columns(...)`` for a plain projection; a function may also merge rows, e.g. keep a maximum)."""
         self._db = db
         self._statements = list(statements)
@@ -457,8 +446,8 @@ class RowBatcher:
                 self._open = None
         conn.execute("SAVEPOINT row_batch")
         try:
-            for statement, params in self._statements:
-                run_statement(conn, statement, params(rows))
+            for sql, params in self._statements:
+                conn.executemany(sql, params(rows))
         except sqlite3.Error:
             conn.execute("ROLLBACK TO row_batch")
             conn.execute("RELEASE row_batch")
@@ -469,8 +458,8 @@ class RowBatcher:
     def _one(self, conn: sqlite3.Connection, row: tuple[Any, ...]) -> BaseException | None:
         conn.execute("SAVEPOINT row_one")
         try:
-            for statement, params in self._statements:
-                run_statement(conn, statement, params([row]))
+            for sql, params in self._statements:
+                conn.executemany(sql, params([row]))
         except sqlite3.Error as exc:
             conn.execute("ROLLBACK TO row_one")
             conn.execute("RELEASE row_one")
