@@ -7,7 +7,8 @@ import os
 import socket
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
 import pytest
 from tests.services import fail_or_skip
@@ -108,3 +109,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             reporter.ensure_newline()
             reporter.write_line(f"FAILED (Redis): {message}", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+LOG_TAIL_LINES = 30
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+    """A failed test's report ends with the last lines of every ``*.log`` in its ``tmp_path`` (the servers, workers
+    and HAProxy a cluster test ran): CI keeps only the report, and a hang is read from what the processes said."""
+    report: pytest.TestReport = yield
+    tmp = getattr(item, "funcargs", {}).get("tmp_path")
+    if report.failed and call.when == "call" and isinstance(tmp, Path):
+        for log in sorted(tmp.rglob("*.log"))[:12]:
+            lines = log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+            report.sections.append((f"{log.relative_to(tmp)} (last {len(lines)} lines)", "\n".join(lines)))
+    return report
