@@ -3,12 +3,13 @@ with options named as the fields of ``KafkaConfig`` (``kafka://k1:9092,k2:9092?l
 
 Producing: ``publish`` only queues; one sender task hands the queue to aiokafka in call order, with the
 partition computed by ``key_partition`` (the same murmur2 as aiokafka's default partitioner, so
-``partition_for`` is exact). aiokafka batches records per partition (up to ``max_batch_size``; records queued
-while a request is in flight go in the next one) and keeps one request in flight per broker, so a key's
-records are stored in publish order. acks=all: a publish
-completes once every in-sync replica has the record. The idempotent producer is off (``enable_idempotence``
-fails against some Kafka-protocol brokers, tansu among them): a retried batch can be stored twice, which
-consumers tolerate anyway (at-least-once).
+``partition_for`` is exact). A topic's partition count is read once; while it is being read (a metadata wait
+of up to ``request_timeout_ms``), that topic's records wait aside, in order, and other topics' records go on.
+aiokafka batches records per partition (up to ``max_batch_size``; records queued while a request is in flight go
+in the next one) and keeps one request in flight per broker, so a key's records are stored in publish order.
+acks=all: a publish completes once every in-sync replica has the record. The idempotent producer is off
+(``enable_idempotence`` fails against some Kafka-protocol brokers, tansu among them): a retried batch can be
+stored twice, which consumers tolerate anyway (at-least-once).
 
 Consuming: group membership, heartbeats and fetching are aiokafka's; auto-commit is off and offsets are
 committed by ``Batch.commit`` only. A new group starts at the earliest offset. Rebalancing is Kafka's eager
@@ -52,6 +53,8 @@ from flare_im.observability import tracing
 from flare_im.observability.stats import Histogram
 
 log = logging.getLogger(__name__)
+
+_Record = tuple[str, bytes, bytes, "asyncio.Future[Position]", float, Any]  # topic, key, value, stored, t0, headers
 
 # Kafka protocol error codes
 _OFFSET_OUT_OF_RANGE = 1
@@ -150,10 +153,12 @@ class KafkaProducer:
         self._config = config
         self._producer: Any = None
         self._seen_ends: dict[TopicPartition, int] = {}
-        self._pending: deque[tuple[str, bytes, bytes, asyncio.Future[Position], float, Any]] = deque()
+        self._pending: deque[_Record] = deque()
         self._queued = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
         self._partitions: dict[str, int] = {}  # topic -> partition count (never changes)
+        self._parked: dict[str, list[_Record]] = {}  # topic whose count is being read -> its records, in order
+        self._readers: set[asyncio.Task[None]] = set()  # reading a parked topic's partition count
         self._closed = False
         self.produce_seconds = Histogram()  # publish to the broker's acks=all answer (read by /metrics)
 
@@ -187,14 +192,18 @@ class KafkaProducer:
         pending = self._pending
         while True:
             if not pending:
-                if self._closed:
+                if self._closed and not self._parked:
                     return
                 self._queued.clear()
                 await self._queued.wait()
                 continue
-            topic, key, value, stored, started, headers = pending.popleft()
+            record = pending.popleft()
+            topic, key, value, stored, started, headers = record
+            count = self._partitions.get(topic)
+            if count is None or topic in self._parked:
+                self._park(record)
+                continue
             try:
-                count = self._partitions.get(topic) or await self._partition_count(topic)
                 # Waits only when the partition's batch is full: aiokafka's backpressure.
                 acked = await self._producer.send(
                     topic, value, key=key, partition=key_partition(key, count), headers=headers
@@ -206,6 +215,30 @@ class KafkaProducer:
                 _fail(stored, exc)
                 continue
             acked.add_done_callback(functools.partial(_settle, stored, started, self.produce_seconds))
+
+    def _park(self, record: _Record) -> None:
+        """Set ``record`` aside until its topic's partition count is known; the first one parked reads it."""
+        topic = record[0]
+        parked = self._parked.get(topic)
+        if parked is not None:
+            parked.append(record)
+            return
+        self._parked[topic] = [record]
+        task = asyncio.get_running_loop().create_task(self._unpark(topic), name=f"kafka-partitions-{topic}")
+        self._readers.add(task)
+        task.add_done_callback(self._readers.discard)
+
+    async def _unpark(self, topic: str) -> None:
+        try:
+            await self._partition_count(topic)
+        except Exception as exc:
+            for record in self._parked.pop(topic):
+                _fail(record[3], exc)
+            self._queued.set()  # a closing sender may be waiting for this topic
+            return
+        # Ahead of what was queued since: every later record of this topic was parked behind these.
+        self._pending.extendleft(reversed(self._parked.pop(topic)))
+        self._queued.set()
 
     async def _partition_count(self, topic: str) -> int:
         partitions = await self._producer.partitions_for(topic)
@@ -275,6 +308,12 @@ class KafkaProducer:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._sender
                 log.warning("kafka producer: closed with %d records not handed over", len(self._pending))
+            for reader in list(self._readers):
+                reader.cancel()
+            await asyncio.gather(*self._readers, return_exceptions=True)
+            for parked in self._parked.values():
+                self._pending.extend(parked)
+            self._parked.clear()
             while self._pending:
                 _fail(self._pending.popleft()[3], PublishFailed("producer closed"))
         if self._producer is not None:
