@@ -71,3 +71,27 @@ def test_soak_prints_a_trend_and_compares_the_first_and_last_minute() -> None:
     assert "flare.db" in r["trend"][-1]["files"]
     assert r["first_minute"]["p99_ms"] > 0
     assert r["last_to_first"]["p99"] is not None
+
+
+def test_soak_with_a_control_minute_on_a_fresh_server() -> None:
+    r = bench("soak", "--pairs", "2", "--rate", "100", "--interval", "0.5", "--control")
+    assert (r["loss"], r["errors"]) == (0, 0)
+    control = r["control_minute"]
+    assert (control["loss"], control["errors"]) == (0, 0)
+    assert (control["from_s"], control["to_s"]) == (0.0, 1.0)  # the soak's duration, as it is under a minute
+    assert control["delivered_per_s"] > 0
+    assert r["last_to_control"]["p99"] == round(r["last_minute"]["p99_ms"] / control["p99_ms"], 2)
+    assert r["control_to_first"]["p99"] == round(control["p99_ms"] / r["first_minute"]["p99_ms"], 2)
+    assert r["last_to_control"]["cpu"] is not None
+
+
+def test_soak_control_is_refused_against_a_running_server() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "flare_im.cli", "bench", "soak", "--url", "http://127.0.0.1:9", "--admin-key", "k",
+         "--control"],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert b"--control starts a fresh server" in proc.stderr

@@ -28,6 +28,11 @@ def add_parser(sub: Any) -> None:
     soak.add_argument("--pairs", type=int, default=500)
     soak.add_argument("--interval", type=float, default=30.0, help="seconds between trend lines")
     soak.add_argument("--data-dir", help="data directory of the --url server, for its file sizes")
+    soak.add_argument(
+        "--control",
+        action="store_true",
+        help="then one minute of the same load on a fresh server: the machine's drift apart from the server's",
+    )
     for p in (p2p, relay, group, idle, soak):
         p.add_argument("--window", type=int, default=10, help="messages in flight per sending client")
         p.add_argument("--rate", type=float, default=0.0, help="fixed offered load in msgs/s (0: saturate)")

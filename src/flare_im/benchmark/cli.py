@@ -18,7 +18,7 @@ from flare_im.benchmark.runner import (
     spawn_flare,
     spawn_relay,
 )
-from flare_im.benchmark.soak import bench_soak
+from flare_im.benchmark.soak import add_control, bench_soak, control_options
 
 
 def _options(args: argparse.Namespace) -> LoadOptions:
@@ -65,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
             ceiling = relay["delivered_per_s"]
             report["ratio_to_relay"] = round(report["delivered_per_s"] / ceiling, 3) if ceiling else None
     elif args.bench == "soak":
+        if args.control and args.url:
+            raise SystemExit("flare bench soak: --control starts a fresh server, so it does not go with --url")
         out = sys.stderr if args.json else sys.stdout
 
         def emit(line: str) -> None:
@@ -72,6 +74,10 @@ def run(args: argparse.Namespace) -> int:
             out.flush()
 
         report = _with(_flare(args), bench_soak, args.pairs, opts, args.data_dir, emit)
+        if args.control:
+            emit("control: a fresh server, the same load")
+            control = _with(_flare(args), bench_soak, args.pairs, control_options(opts), None, emit)
+            add_control(report, control)
     elif args.bench == "group":
         # A spawned server takes a group of any size asked for (group_max_members).
         env = {"FLARE_GROUP_MAX_MEMBERS": str(max(args.members, 10_000))}
@@ -86,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
     else:
         _print_human(report)
-    return 0 if report.get("loss", 0) == 0 and not report.get("connect_errors") else 1
+    lost = report.get("loss", 0) + report.get("control_minute", {}).get("loss", 0)
+    return 0 if lost == 0 and not report.get("connect_errors") else 1
 
 
 def _print_human(report: dict[str, Any]) -> None:

@@ -5,6 +5,11 @@ bound, a slow leak. Each interval prints delivered and acked msgs/s, the latency
 messages delivered in it, the server's CPU over it and its RSS at its end, and the size of every file of
 the server's data directory. The report compares the first and the last minute.
 
+On a machine whose speed drifts (a shared VM: the same server at the same rate can cost 10 % more CPU an
+hour later), the last minute against the first mixes the server's ageing with the machine's. ``--control``
+then runs a fresh server for one minute right after, at the same rate and pinning: the last minute against
+that one is the server's own drift, the control against the first minute the machine's.
+
 Memory stays bounded however long the run: the workers keep only what is in flight and the latencies of
 the current interval; here, only those of the first and of the last minute are kept.
 """
@@ -15,7 +20,7 @@ import os
 from array import array
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -118,19 +123,24 @@ class Trend:
         if not self.rows:
             return {}
         first, last = _window(self._first), _window(list(self._last))
-        drift: dict[str, float | None] = {}
-        for key in ("p99_ms", "cpu_percent"):
-            a, b = first[key], last[key]
-            drift[key.split("_")[0]] = round(b / a, 2) if a and b is not None else None
         return {
             "interval_s": self._tick_s,
             "first_minute": first,
             "last_minute": last,
-            "last_to_first": drift,
+            "last_to_first": ratios(last, first),
             "rss_mb": {"first": self.rows[0].rss_mb, "last": self.rows[-1].rss_mb},
             "files": {"first": self.rows[0].files, "last": self.rows[-1].files},
             "trend": [asdict(r) for r in self.rows],
         }
+
+
+def ratios(window: dict[str, Any], reference: dict[str, Any]) -> dict[str, float | None]:
+    """p99 and CPU of ``window`` over those of ``reference`` (None where either is missing)."""
+    out: dict[str, float | None] = {}
+    for key in ("p99_ms", "cpu_percent"):
+        a, b = reference.get(key), window.get(key)
+        out[key.split("_")[0]] = round(b / a, 2) if a and b is not None else None
+    return out
 
 
 def _window(intervals: list[_Interval]) -> dict[str, Any]:
@@ -185,3 +195,18 @@ def bench_soak(
     del report["latency_ms"]  # not kept over a long run: see first_minute and last_minute
     report.update(trend.summary())
     return report
+
+
+def control_options(opts: LoadOptions) -> LoadOptions:
+    """The control run's load: the soak's, for one minute (or the soak's duration if shorter), in one interval
+    per trend interval up to a minute."""
+    duration_s = min(MINUTE_S, opts.duration_s)
+    return replace(opts, duration_s=duration_s, tick_s=min(opts.tick_s, duration_s))
+
+
+def add_control(report: dict[str, Any], control: dict[str, Any]) -> None:
+    """Put a fresh server's minute (``bench_soak`` of ``control_options``) in a soak's ``report``."""
+    minute = control["first_minute"]
+    report["control_minute"] = {**minute, "loss": control["loss"], "errors": control["errors"]}
+    report["last_to_control"] = ratios(report["last_minute"], minute)
+    report["control_to_first"] = ratios(minute, report["first_minute"])
