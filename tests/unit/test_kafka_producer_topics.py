@@ -16,8 +16,34 @@ import pytest
 from aiokafka.errors import UnknownTopicOrPartitionError
 
 from flare_im.backends.queue import kafka
-from flare_im.backends.queue.base import Position, PublishFailed
+from flare_im.backends.queue.base import Position, PublishFailed, QueueError
 from flare_im.backends.queue.kafka import KafkaConfig, KafkaProducer
+
+
+class StandInCluster:
+    """aiokafka's cluster metadata: no leader for any partition until ``leaderless_updates`` refreshes are done."""
+
+    def __init__(self) -> None:
+        self.leaderless_updates = 0
+        self.updates = 0
+
+    def leader_for_partition(self, tp: Any) -> int | None:
+        return 0 if self.updates >= self.leaderless_updates else -1
+
+
+class StandInClient:
+    def __init__(self) -> None:
+        self.cluster = StandInCluster()
+        self.fetches = 0
+
+    async def force_metadata_update(self) -> bool:
+        self.cluster.updates += 1
+        return True
+
+    async def send(self, node_id: int, request: Any) -> Any:
+        self.fetches += 1
+        topic, partitions = request.topics[0]
+        return SimpleNamespace(topics=[(topic, [(p, 0, 5) for p, *_ in partitions])])
 
 
 class StandInProducer:
@@ -29,6 +55,7 @@ class StandInProducer:
         self.slow: dict[str, asyncio.Event] = {}
         self.missing: set[str] = set()
         self.metadata_reads: list[str] = []
+        self.client = StandInClient()
 
     async def start(self) -> None:
         pass
@@ -60,7 +87,7 @@ async def producer(monkeypatch: pytest.MonkeyPatch) -> Any:
         return made[0]
 
     monkeypatch.setattr(kafka, "AIOKafkaProducer", make)
-    p = KafkaProducer(KafkaConfig(close_timeout_s=0.5))
+    p = KafkaProducer(KafkaConfig(close_timeout_s=0.5, leader_wait_s=1.0))
     await p.start()
     yield p, made[0]
     await p.close()
@@ -125,3 +152,21 @@ async def test_close_fails_records_still_waiting_for_their_topic_and_returns(pro
     assert sent_values(stand_in, "webhooks") == []
     with pytest.raises(PublishFailed, match="producer closed"):
         await p.publish("messages", "k", b"m2")
+
+
+async def test_end_offsets_wait_out_a_moment_without_a_leader(producer: Any) -> None:
+    p, stand_in = producer
+    stand_in.client.cluster.leaderless_updates = 3  # three refreshes answer without a leader, then there is one
+    assert await asyncio.wait_for(p.end_offsets("messages"), 2.0) == {0: 5, 1: 5, 2: 5}
+    assert stand_in.client.cluster.updates == 3
+
+
+async def test_end_offsets_fail_when_a_partition_stays_without_a_leader(producer: Any) -> None:
+    p, stand_in = producer
+    stand_in.client.cluster.leaderless_updates = 10**9
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(QueueError, match=r"has had no leader for 1\.0 s"):
+        await asyncio.wait_for(p.end_offsets("messages"), 5.0)
+    assert asyncio.get_running_loop().time() - started >= 1.0
+    assert 2 <= stand_in.client.cluster.updates <= 15  # asked again, with a pause between
+    assert stand_in.client.fetches == 0

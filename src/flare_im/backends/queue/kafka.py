@@ -59,6 +59,7 @@ _Record = tuple[str, bytes, bytes, "asyncio.Future[Position]", float, Any]  # to
 # Kafka protocol error codes
 _OFFSET_OUT_OF_RANGE = 1
 _TOPIC_ALREADY_EXISTS = 36
+_LEADER_BACKOFF_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,7 @@ class KafkaConfig:
     request_timeout_ms: int = 30_000  # a publish not acknowledged by then fails
     max_pending: int = 100_000  # records queued by publish and not yet handed to aiokafka; beyond, publish fails
     close_timeout_s: float = 10.0  # how long close waits for queued records to be handed over
+    leader_wait_s: float = 10.0  # reading end offsets, how long a partition may be without a leader
     # consumer
     session_timeout_ms: int = 10_000  # a member silent this long is dropped; a join waits about half of it
     heartbeat_interval_ms: int = 1_000
@@ -285,15 +287,22 @@ class KafkaProducer:
         return dict(sorted(ends.items()))
 
     async def _leader(self, topic: str, partition: int) -> int:
+        # A partition can be without a leader for a moment (an election; tansu under load answers a metadata
+        # request so now and then): ask again until leader_wait_s, as aiokafka's own sender does.
         client = self._producer.client
         tp = KafkaTopicPartition(topic, partition)
-        leader = client.cluster.leader_for_partition(tp)
-        if leader is None or leader < 0:
-            await client.force_metadata_update()
+        deadline = time.monotonic() + self._config.leader_wait_s
+        while True:
             leader = client.cluster.leader_for_partition(tp)
-            if leader is None or leader < 0:
-                raise QueueError(f"partition {partition} of {topic!r} has no leader now")
-        return int(leader)
+            if leader is not None and leader >= 0:
+                return int(leader)
+            if time.monotonic() >= deadline:
+                raise QueueError(
+                    f"partition {partition} of {topic!r} has had no leader for {self._config.leader_wait_s} s"
+                )
+            await client.force_metadata_update()
+            if (leader := client.cluster.leader_for_partition(tp)) is None or leader < 0:
+                await asyncio.sleep(_LEADER_BACKOFF_S)
 
     async def close(self) -> None:
         if self._closed:
