@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -165,3 +166,19 @@ async def test_an_index_in_the_older_format_is_rebuilt_from_the_store(tmp_path: 
         assert await _found(index, "store") == [1]
         [rows] = index._db.fetchone("SELECT count(*) FROM search_docs")
         assert rows == 1
+
+
+async def test_a_drained_backlog_does_not_keep_its_table(tmp_path: Path) -> None:
+    # A dict keeps its largest table after deletions: the follower's map of pending ids, once drained of a
+    # backlog, would hold that memory and make each later batch walk the empty slots to find the oldest id.
+    async with _opened(tmp_path) as (log, index):
+        fed = FeedingLog(log, index.written)
+        backlog = 30_000
+        await asyncio.gather(*(fed.append(_msg(seq, f"backlog {seq}"), seq) for seq in range(1, backlog + 1)))
+        await index.flush()
+        assert index.lag() == (0, 0.0)
+        assert index.indexed >= backlog  # the start's catch-up may read some of them too
+        assert sys.getsizeof(index._pending) < 10_000  # a few KiB, not the ~1 MiB of 30,000 slots
+        await fed.append(_msg(backlog + 1, "after the backlog"), backlog + 1)
+        await index.flush()
+        assert await _found(index, "after the") == [backlog + 1]

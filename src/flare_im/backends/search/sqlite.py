@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import json
 import logging
 import re
@@ -81,6 +82,7 @@ INDEX_PAGE_SIZE = 4096
 CATCH_UP_MARGIN_MS = 60_000
 RETRY_S = 10.0  # an id whose row is not in the store this long after it was handed over is dropped (not stored)
 _CHUNK = 5000  # ids per follower batch and per catch-up read
+_COMPACT_FROM = 4 * _CHUNK  # a pending map that held more is rebuilt once it has emptied
 _IN_CHUNK = 500  # values per IN list
 _MIN_BATCH = 50
 _MAX_ID = 2**63 - 1
@@ -169,6 +171,7 @@ class SqliteSearchIndex:
         self._reader = sqlite3.connect(store.config.path, isolation_level=None, check_same_thread=False)
         self._reader.execute("PRAGMA query_only=1")
         self._pending: dict[int, float] = {}  # msg_id -> when it was handed over
+        self._pending_peak = 0  # the most it held since it was last compacted
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -240,12 +243,18 @@ class SqliteSearchIndex:
 
     async def _follow(self) -> float:
         """Index a batch of what was handed over; returns the CPU seconds it took."""
-        ids = list(self._pending)[:_CHUNK]
+        self._pending_peak = max(self._pending_peak, len(self._pending))
+        ids = list(itertools.islice(self._pending, _CHUNK))  # not a copy of all: a backlog holds millions
         done, cpu_s = await self._index(ids)
         now = time.monotonic()
         for i in ids:
             if i in done or now - self._pending[i] > RETRY_S:
                 del self._pending[i]
+        if self._pending_peak > _COMPACT_FROM and len(self._pending) * 8 < self._pending_peak:
+            # A dict never shrinks as it empties: after a backlog of millions its table stayed that large, and
+            # each batch (and each lag read) walked its empty slots from the start to find the oldest ids.
+            self._pending = dict(self._pending)
+            self._pending_peak = len(self._pending)
         return cpu_s
 
     def lag(self) -> tuple[int, float]:
