@@ -57,6 +57,41 @@ async def test_a_declared_length_over_the_limit_is_refused_unread(client: tuple[
     assert (await c.post("/echo", content=b"x" * 100)).json() == {"size": 100}
 
 
+async def test_a_declared_length_over_the_limit_is_answered_before_any_read() -> None:
+    # Through a client the streamed check would answer 413 too, after reading: count the reads themselves.
+    app, seen = app_with_limits()
+    reads = 0
+
+    async def receive() -> dict[str, object]:
+        nonlocal reads
+        reads += 1
+        return {"type": "http.request", "body": b"x" * 101, "more_body": False}
+
+    sent: list[dict[str, object]] = []
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/echo",
+        "raw_path": b"/echo",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"t"), (b"content-length", b"101")],
+        "client": ("127.0.0.1", 1),
+        "server": ("t", 80),
+    }
+    await app(scope, receive, send)  # type: ignore[arg-type]
+    assert reads == 0
+    assert sent[0]["status"] == 413
+    assert seen == []
+
+
 async def test_credentials_raise_the_limit(client: tuple[httpx.AsyncClient, list[int]]) -> None:
     c, seen = client
     assert (await c.post("/echo", content=b"x" * 1000, headers={"x-valid": "1"})).status_code == 200
